@@ -1,0 +1,1 @@
+"""Pure functions for advantages, losses and KL estimators; learners compose them."""

@@ -1,0 +1,360 @@
+"""One typed config schema: YAML in, dotted overrides on top, clear errors before any model loads."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config key, value or file is wrong; the message names which and what was expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(Strict):
+    enabled: bool = True
+    r: int = Field(8, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class ModelConfig(Strict):
+    # "packaged" = gemma-3-270m from the PyPI GGUF package, "tiny" = random offline test model,
+    # anything else = a hub id or a local directory.
+    name: str = "packaged"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    load_in_4bit: bool = False
+    cache_dir: str | None = None
+    lora: LoraConfig = LoraConfig()
+    gradient_checkpointing: bool = False
+
+
+class DataConfig(Strict):
+    source: Literal["bundled", "helpsteer2", "hh_rlhf", "file"] = "bundled"
+    path: str | None = None
+    eval_source: Literal["bundled", "helpsteer2", "hh_rlhf", "file"] = "bundled"
+    eval_path: str | None = None
+    max_prompt_tokens: int = Field(256, gt=0)
+    num_eval_prompts: int = Field(16, gt=0)
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _paths(self) -> "DataConfig":
+        if self.source == "file" and not self.path:
+            raise ValueError("data.source=file needs data.path (a .jsonl or .parquet file)")
+        if self.eval_source == "file" and not self.eval_path:
+            raise ValueError("data.eval_source=file needs data.eval_path")
+        return self
+
+
+class RolloutConfig(Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    num_actors: int = Field(1, gt=0)
+    prompts_per_step: int = Field(4, gt=0)
+    samples_per_prompt: int = Field(2, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    vllm_gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+
+
+class DimensionConfig(Strict):
+    definition: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=0)
+    direction: Literal["higher", "lower"] = "higher"
+    min_score: int = 0
+    max_score: int = 4
+
+    @model_validator(mode="after")
+    def _range(self) -> "DimensionConfig":
+        if self.max_score <= self.min_score:
+            raise ValueError(f"max_score ({self.max_score}) must be greater than min_score ({self.min_score})")
+        if self.max_score - self.min_score > 9:
+            raise ValueError("score range must span at most 10 integers (single-token scores)")
+        return self
+
+
+DEFAULT_DIMENSIONS: dict[str, dict[str, Any]] = {
+    "helpfulness": {"definition": "How well the response does what the user asked, as a whole."},
+    "correctness": {"definition": "Whether the facts, code and reasoning in the response are right and complete."},
+    "coherence": {"definition": "Whether the response is clear, consistent and logically ordered."},
+    "complexity": {"definition": "How much expertise is needed to write the response (0 = anyone, 4 = a specialist)."},
+    "verbosity": {"definition": "How much detail the response gives relative to what was asked (0 = terse, 4 = very long)."},
+}
+
+
+class HttpJudgeConfig(Strict):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "judge"
+    api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    top_logprobs: int = Field(20, gt=0)
+    concurrency: int = Field(8, gt=0)
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    auth_token_env: str | None = None  # env var holding the bearer token that serve-judge requires
+    num_replicas: int = Field(1, gt=0)
+
+
+class RuleJudgeConfig(Strict):
+    # A verifiable judge for tests: scores each dimension by whether the response contains `target`.
+    target: str = "good"
+
+
+class JudgeConfig(Strict):
+    backend: Literal["hf", "vllm", "http", "rule"] = "hf"
+    model: str | None = None  # None: the policy's base model
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    load_in_4bit: bool = False
+    mode: Literal["expected", "generate"] = "expected"
+    dimensions: dict[str, DimensionConfig] = Field(
+        default_factory=lambda: {k: DimensionConfig(**v) for k, v in DEFAULT_DIMENSIONS.items()})
+    aggregation: Literal["mean", "weighted", "min"] = "weighted"
+    missing_policy: Literal["drop", "reweight"] = "reweight"
+    template: str | None = None
+    rationale: bool = False
+    max_response_tokens: int = Field(384, gt=0)
+    batch_size: int = Field(16, gt=0)
+    num_actors: int = Field(1, gt=0)
+    cache: bool = True
+    max_consecutive_failed_steps: int = Field(3, gt=0)
+    http: HttpJudgeConfig = HttpJudgeConfig()
+    serve: ServeConfig = ServeConfig()
+    rule: RuleJudgeConfig = RuleJudgeConfig()
+
+    @model_validator(mode="after")
+    def _weights(self) -> "JudgeConfig":
+        if not self.dimensions:
+            raise ValueError("judge.dimensions must name at least one dimension")
+        if self.aggregation == "weighted" and sum(d.weight for d in self.dimensions.values()) <= 0:
+            raise ValueError("judge.dimensions weights sum to 0; at least one weight must be positive")
+        if self.template is not None:
+            missing = [p for p in ("{prompt}", "{response}", "{dimension}", "{definition}") if p not in self.template]
+            if missing:
+                raise ValueError(f"judge.template lacks the placeholders {missing}")
+        return self
+
+
+class PPOConfig(Strict):
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip_range: float = Field(0.2, gt=0)
+    value_clip_range: float | None = Field(0.2, gt=0)
+    epochs: int = Field(2, gt=0)
+    minibatch_size: int = Field(4, gt=0)
+    vf_coef: float = Field(0.5, ge=0)
+    ent_coef: float = Field(0.0, ge=0)
+    target_kl: float | None = Field(None, gt=0)
+    whiten_advantages: bool = True
+    critic: Literal["value_head", "separate"] = "value_head"
+
+
+class ReinforceConfig(Strict):
+    baseline: Literal["ema", "batch_mean", "loo"] = "loo"
+    ema_decay: float = Field(0.9, ge=0, lt=1)
+    whiten_advantages: bool = False
+
+
+class AlgorithmConfig(Strict):
+    name: Literal["ppo", "reinforce"] = "reinforce"
+    lr: float = Field(1e-4, gt=0)
+    kl_coef: float = Field(0.05, ge=0)
+    kl_estimator: Literal["k1", "k2", "abs", "k3"] = "k1"
+    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_nonfinite_in_a_row: int = Field(3, gt=0)
+    ppo: PPOConfig = PPOConfig()
+    reinforce: ReinforceConfig = ReinforceConfig()
+
+
+class ActorResources(Strict):
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, gt=0)
+
+
+class ResourcesConfig(Strict):
+    address: str | None = None  # Ray cluster address; None: RAY_ADDRESS or a local Ray
+    num_cpus: int | None = Field(None, gt=0)  # for a local Ray only
+    num_gpus: int | None = Field(None, ge=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = False
+    max_restarts: int = Field(2, ge=0)
+    max_step_retries: int = Field(2, ge=0)
+    placement_timeout_s: float = Field(120.0, gt=0)
+    # The reference pass runs in the learner with the LoRA adapter off (no second copy of the base);
+    # false gives it an actor of its own, which can sit on another GPU.
+    colocate_reference: bool = True
+    rollout: ActorResources = ActorResources(num_cpus=0.5)
+    reference: ActorResources = ActorResources(num_cpus=0.5)
+    judge: ActorResources = ActorResources(num_cpus=0.5)
+    learner: ActorResources = ActorResources(num_cpus=0.5)
+
+
+class LoggingConfig(Strict):
+    wandb: bool = False
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "xrlhf"
+    level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+
+
+class CheckpointConfig(Strict):
+    every: int = Field(5, gt=0)
+    keep_last: int = Field(2, gt=0)
+
+
+class EvalConfig(Strict):
+    num_prompts: int = Field(8, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy
+    pairwise: bool = True
+
+
+class CompareConfig(Strict):
+    algorithms: list[Literal["ppo", "reinforce"]] = ["ppo", "reinforce"]
+    seeds: list[int] = [0]
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("compare.seeds must list at least one seed")
+        return v
+
+
+class Config(Strict):
+    run_name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    steps: int = Field(10, gt=0)
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    judge: JudgeConfig = JudgeConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+    compare: CompareConfig = CompareConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Config":
+        if self.algorithm.name == "reinforce" and self.algorithm.reinforce.baseline == "loo" \
+                and self.rollout.samples_per_prompt < 2:
+            raise ValueError("algorithm.reinforce.baseline=loo needs rollout.samples_per_prompt >= 2")
+        return self
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"  {key} = {shown}: {e['msg']}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value`; the value is parsed as YAML so `0.05`, `true` and `[1, 2]` get their types."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key.path=value")
+    key, raw = item.split("=", 1)
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def _apply(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = tree
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts)}: {'.'.join(parts[:i + 1])} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _check_key(parts: list[str]) -> None:
+    """Fail on an override key the schema does not have, naming the whole dotted key."""
+    node: Any = Config
+    for i, part in enumerate(parts):
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part not in node.model_fields:
+                known = ", ".join(node.model_fields)
+                raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {part!r} is not one of: {known}")
+            node = _model_in(node.model_fields[part].annotation)
+        elif node is dict:
+            node = DimensionConfig  # the only mapping section: judge.dimensions.<name>
+        else:
+            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])} is a value, not a section")
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model class (or `dict`) inside an annotation such as `X | None` or `dict[str, X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if getattr(annotation, "__origin__", None) is dict:
+        return dict
+    return None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML, apply dotted overrides, validate. Raises ConfigError naming the bad key and value."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(loaded).__name__}")
+        raw = loaded or {}
+    try:
+        base = Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    tree = base.model_dump(mode="python")
+    for item in overrides:
+        parts, value = parse_override(item)
+        _check_key(parts)
+        _apply(tree, parts, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML of the resolved config (it holds env-var names for secrets, never secret values)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(cfg: Config, **sections: Any) -> Config:
+    """A copy of cfg with top-level fields replaced, re-validated."""
+    tree = copy.deepcopy(cfg.model_dump(mode="python"))
+    tree.update(sections)
+    return Config.model_validate(tree)

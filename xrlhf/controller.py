@@ -1,0 +1,336 @@
+"""The driver loop over the actor graph: rollout → (reference ∥ judge) → learner → weight sync.
+
+It never looks at the algorithm name: the learner actor hides PPO and REINFORCE behind one interface.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from xrlhf.algorithms.kl import kl_penalty
+from xrlhf.config import Config, ResourcesConfig
+from xrlhf.data import load_prompts
+from xrlhf.experience import Experience
+from xrlhf.generation import merge_experiences
+from xrlhf.rundir import RunDir
+
+log = logging.getLogger(__name__)
+RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+class JudgeUnavailableError(RuntimeError):
+    """No judge answer succeeded for too many steps in a row."""
+
+
+def init_ray(res: ResourcesConfig) -> None:
+    """Join the cluster at resources.address / RAY_ADDRESS, or start Ray on this machine bound to 127.0.0.1."""
+    if ray.is_initialized():
+        return
+    address = res.address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("XRLHF_", "HF_"))}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,
+                 dashboard_host=res.dashboard_host, runtime_env=env, log_to_driver=True)
+
+
+@dataclass
+class Graph:
+    """Handles of one run's actors."""
+
+    rollouts: list[Any]
+    reference: Any  # a ReferenceActor, or the learner itself when the reference is colocated
+    judges: list[Any]
+    learner: Any
+
+    def all(self) -> list[Any]:
+        extra = [] if self.reference is self.learner else [self.reference]
+        return self.rollouts + extra + self.judges + [self.learner]
+
+
+def build_graph(cfg: Config) -> Graph:
+    """Create the actors with the resources, restarts and placement that config asks for."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from actors.judge import JudgeActor
+    from actors.learner import LearnerActor
+    from actors.reference import ReferenceActor
+    from actors.rollout import RolloutActor
+
+    res, raw = cfg.resources, cfg.model_dump(mode="json")
+    roles = ([("rollout", RolloutActor)] * cfg.rollout.num_actors + [("judge", JudgeActor)] * cfg.judge.num_actors
+             + [("learner", LearnerActor)] + ([] if res.colocate_reference else [("reference", ReferenceActor)]))
+    bundles = [_bundle(getattr(res, role)) for role, _ in roles]
+    pg = placement_group(bundles, strategy=res.placement_strategy)
+    ray.get(pg.ready(), timeout=res.placement_timeout_s)
+    handles: dict[str, list[Any]] = {}
+    for i, (role, cls) in enumerate(roles):
+        r = getattr(res, role)
+        restarts = 0 if role == "learner" else res.max_restarts  # a restarted learner would lose its weights
+        actor = cls.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_restarts=restarts,
+                            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+                            ).remote(raw)
+        handles.setdefault(role, []).append(actor)
+    learner = handles["learner"][0]
+    graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner)
+    ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
+    return graph
+
+
+def _bundle(r: Any) -> dict[str, float]:
+    b = {"CPU": r.num_cpus}
+    if r.num_gpus:
+        b["GPU"] = r.num_gpus
+    return b
+
+
+def prompts_for_step(prompts: list[str], step: int, per_step: int, seed: int) -> list[str]:
+    """Deterministic in (seed, step): a resumed run sees exactly the prompts it would have seen."""
+    n = len(prompts)
+    out = []
+    for i in range(step * per_step, (step + 1) * per_step):
+        epoch, pos = divmod(i, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append(prompts[perm[pos]])
+    return out
+
+
+def _split(items: list[Any], parts: int) -> list[list[Any]]:
+    k = math.ceil(len(items) / parts)
+    return [items[i:i + k] for i in range(0, len(items), k)]
+
+
+class Controller:
+    """Runs cfg.steps steps of the graph into a run directory; resumable from its last checkpoint."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool = False):
+        self.cfg = cfg
+        self.run = RunDir(run_dir)
+        self.resume = resume
+        self.judge_failed_steps = 0
+
+    def train(self) -> Path:
+        cfg = self.cfg
+        init_ray(cfg.resources)
+        pset = load_prompts(cfg.data.source, "train", cfg.data.path, max_prompt_tokens=cfg.data.max_prompt_tokens)
+        if pset.total_skipped:
+            log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
+        start = 0
+        if self.resume and self.run.latest_checkpoint() is None and self.run.read_metrics():
+            log.warning("no checkpoint in %s: starting again from step 0", self.run.path)
+        self.run.create(cfg)
+        self.graph = build_graph(cfg)
+        ckpt = self.run.latest_checkpoint() if self.resume else None
+        if ckpt is not None:
+            learner_state, trainer_state = self.run.load_checkpoint(ckpt)
+            ray.get(self.graph.learner.load_state.remote(learner_state))
+            start = trainer_state["next_step"]
+            log.info("resumed from %s at step %d", ckpt.name, start)
+        self.run.truncate_after(start)
+        self._sync_weights()
+        self.wandb = _wandb_run(cfg, self.run.path)
+        for step in range(start, cfg.steps):
+            row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step, cfg.seed))
+            if (step + 1) % cfg.checkpoint.every == 0 or step + 1 == cfg.steps:
+                self._checkpoint(step + 1)
+            if self.wandb is not None:
+                self.wandb.log(row, step=step)
+        if self.wandb is not None:
+            self.wandb.finish()
+        return self.run.path
+
+    def _step_with_retries(self, step: int, prompts: list[str]) -> dict[str, Any]:
+        for attempt in range(self.cfg.resources.max_step_retries + 1):
+            try:
+                return self._step(step, prompts)
+            except RETRYABLE as exc:
+                if attempt == self.cfg.resources.max_step_retries:
+                    raise
+                log.warning("step %d: an actor died (%s); retrying the step (%d/%d)", step, type(exc).__name__,
+                            attempt + 1, self.cfg.resources.max_step_retries)
+                self._wait_for_actors()
+                self._sync_weights()
+        raise AssertionError("unreachable")
+
+    def _wait_for_actors(self, timeout_s: float = 120.0) -> None:
+        deadline = time.time() + timeout_s
+        for actor in self.graph.all():
+            while True:
+                try:
+                    ray.get(actor.pid.remote(), timeout=max(1.0, deadline - time.time()))
+                    break
+                except RETRYABLE:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(1.0)
+
+    def _sync_weights(self) -> float:
+        t0 = time.perf_counter()
+        state, version = ray.get(self.graph.learner.weights.remote())
+        ref = ray.put(state)
+        ray.get([r.set_weights.remote(ref, version) for r in self.graph.rollouts])
+        return time.perf_counter() - t0
+
+    def _step(self, step: int, prompts: list[str]) -> dict[str, Any]:
+        cfg, g = self.cfg, self.graph
+        t_step = time.perf_counter()
+        seed = cfg.seed * 1_000_003 + step
+        parts = ray.get([r.generate.remote(chunk, seed + i) for i, (r, chunk)
+                         in enumerate(zip(g.rollouts, _split(prompts, len(g.rollouts))))])
+        exp = merge_experiences([p[0] for p in parts], pad_id=0)
+        t_rollout = time.perf_counter() - t_step
+        exp_ref = ray.put(exp)
+        t0 = time.perf_counter()
+        ref_future = g.reference.reference_logprobs.remote(exp_ref)  # runs while the judges score
+        idx_chunks = _split(list(range(len(exp.prompts))), len(g.judges))
+        judge_futures = [j.score.remote([exp.prompts[i] for i in idx], [exp.responses[i] for i in idx])
+                         for j, idx in zip(g.judges, idx_chunks)]
+        judged = ray.get(judge_futures)
+        t_judge = time.perf_counter() - t0
+        ref_logprobs, _ = ray.get(ref_future)
+        t_reference = time.perf_counter() - t0
+        judgements = [j for part in judged for j in part[0]]
+        judge_stats = _sum_stats([part[2] for part in judged])
+        exp.ref_logprobs = ref_logprobs
+        exp.scores = [j.normalised for j in judgements]
+        exp.rewards = torch.tensor([j.reward if j.reward is not None else float("nan") for j in judgements])
+        valid = [i for i, j in enumerate(judgements) if j.reward is not None]
+        self._check_judge(step, valid)
+        t0 = time.perf_counter()
+        advantages: list[float | None] = [None] * len(judgements)
+        if valid:
+            metrics, adv, _ = ray.get(g.learner.update.remote(exp.select(valid)))
+            for i, a in zip(valid, adv):
+                advantages[i] = a
+        else:
+            metrics = {"skipped_update": True}
+        t_learner = time.perf_counter() - t0
+        t_sync = self._sync_weights() if valid else 0.0
+        times = {"time/rollout": t_rollout, "time/reference": t_reference, "time/judge": t_judge,
+                 "time/learner": t_learner, "time/sync": t_sync, "time/step": time.perf_counter() - t_step}
+        row = self._metrics_row(step, exp, judgements, advantages, metrics, times, judge_stats)
+        self.run.append(self.run.metrics, [row])
+        self.run.append(self.run.samples, self._sample_rows(step, exp, judgements, advantages))
+        log.info("step %d/%d reward %.3f±%.3f kl %.4f len %.1f %s %.1fs", step + 1, self.cfg.steps,
+                 row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
+                 row["response_length/mean"], f"missing {row['judge/missing']}" if row["judge/missing"] else "",
+                 times["time/step"])
+        return row
+
+    def _check_judge(self, step: int, valid: list[int]) -> None:
+        if valid:
+            self.judge_failed_steps = 0
+            return
+        self.judge_failed_steps += 1
+        log.error("step %d: the judge scored no sample; no update (%d steps in a row)", step, self.judge_failed_steps)
+        if self.judge_failed_steps >= self.cfg.judge.max_consecutive_failed_steps:
+            self._checkpoint(step)
+            raise JudgeUnavailableError(f"the judge failed every sample for {self.judge_failed_steps} steps in a row; "
+                                        f"stopped at step {step} with a checkpoint in {self.run.checkpoints}")
+
+    def _checkpoint(self, next_step: int) -> None:
+        state = ray.get(self.graph.learner.state.remote())
+        version = ray.get(self.graph.learner.version.remote())
+        learner = self.graph.learner
+        self.run.save_checkpoint(next_step, state, {"next_step": next_step, "policy_version": version,
+                                                    "data_position": next_step * self.cfg.rollout.prompts_per_step},
+                                 lambda path: ray.get(learner.save_adapter.remote(path)), self.cfg.checkpoint.keep_last)
+
+    def _metrics_row(self, step: int, exp: Experience, judgements: list[Any], advantages: list[float | None],
+                     learner_metrics: dict[str, Any], times: dict[str, float], judge_stats: dict[str, float]) -> dict[str, Any]:
+        cfg = self.cfg
+        mask = exp.response_mask.float()
+        kl = (kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, cfg.algorithm.kl_estimator) * mask).sum(-1)  # [B]
+        lengths = mask.sum(-1)
+        rewards = [j.reward for j in judgements if j.reward is not None]
+        dims = list(cfg.judge.dimensions)
+        row: dict[str, Any] = {"step": step, "algorithm": cfg.algorithm.name, "seed": cfg.seed,
+                               "policy_version": exp.policy_version,
+                               "reward/mean": float(np.mean(rewards)) if rewards else None,
+                               "reward/std": float(np.std(rewards)) if rewards else None,
+                               "kl/mean": float(kl.mean()), "response_length/mean": float(lengths.mean()),
+                               "tokens_per_s": float(lengths.sum()) / max(times["time/step"], 1e-9),
+                               "judge/missing": int(sum(j.missing for j in judgements)),
+                               "judge/dropped": int(sum(j.reward is None for j in judgements))}
+        for d in dims:
+            vals = [j.normalised.get(d) for j in judgements if j.normalised.get(d) is not None]
+            row[f"score/{d}"] = float(np.mean(vals)) if vals else None
+        confs = [c for j in judgements for c in j.confidence.values() if c is not None]
+        row["confidence/mean"] = float(np.mean(confs)) if confs else None
+        row.update(attribution(judgements, advantages, {d: cfg.judge.dimensions[d].weight for d in dims},
+                               cfg.judge.aggregation))
+        valid = [i for i, j in enumerate(judgements) if j.reward is not None]
+        row["corr/length_reward"] = _corr([float(lengths[i]) for i in valid], [judgements[i].reward for i in valid])
+        row.update({f"judge/{k}": v for k, v in judge_stats.items()})
+        row.update(learner_metrics)
+        row.update(times)
+        return row
+
+    def _sample_rows(self, step: int, exp: Experience, judgements: list[Any], advantages: list[float | None]) -> list[dict]:
+        mask = exp.response_mask.float()
+        kl = (kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, self.cfg.algorithm.kl_estimator) * mask).sum(-1)
+        return [{"step": step, "prompt": exp.prompts[i], "response": exp.responses[i], "scores": j.scores,
+                 "normalised": j.normalised, "confidence": j.confidence, "rationale": j.rationale,
+                 "kl": float(kl[i]), "reward": j.reward, "advantage": advantages[i],
+                 "policy_version": exp.policy_version, "length": int(mask[i].sum())}
+                for i, j in enumerate(judgements)]
+
+
+def attribution(judgements: list[Any], advantages: list[float | None], weights: dict[str, float],
+                aggregation: str) -> dict[str, float | None]:
+    """Share of the update's advantage each dimension carried: cov(A, w_d·s_d) / Σ_d cov(A, w_d·s_d).
+
+    Exact for mean/weighted aggregation (the reward is linear in the scores); for `min` it is the linear
+    approximation. Missing scores take the batch mean, so they carry no share.
+    """
+    idx = [i for i, a in enumerate(advantages) if a is not None]
+    out: dict[str, float | None] = {f"attribution/{d}": None for d in weights}
+    if len(idx) < 2:
+        return out
+    adv = np.array([advantages[i] for i in idx])
+    total_w = sum(weights.values()) if aggregation == "weighted" else len(weights)
+    covs = {}
+    for d, w in weights.items():
+        s = np.array([judgements[i].normalised.get(d) if judgements[i].normalised.get(d) is not None else np.nan
+                      for i in idx], dtype=float)
+        s = np.where(np.isnan(s), np.nanmean(s) if np.isfinite(s).any() else 0.0, s)
+        scale = (w if aggregation == "weighted" else 1.0) / total_w
+        covs[d] = float(np.mean((adv - adv.mean()) * (scale * s - scale * s.mean())))
+    denom = sum(covs.values())
+    if abs(denom) < 1e-12:
+        return out
+    return {f"attribution/{d}": c / denom for d, c in covs.items()}
+
+
+def _corr(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _sum_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for s in stats:
+        for k, v in s.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _wandb_run(cfg: Config, run_dir: Path) -> Any:
+    if not cfg.logging.wandb or cfg.logging.wandb_mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode, dir=str(run_dir),
+                      name=run_dir.name, config=cfg.model_dump(mode="json"), reinit="finish_previous")

@@ -1,0 +1,154 @@
+"""A batch of sampled experience and the tensor helpers every learner uses on it.
+
+Layout: `input_ids [B, T]` is the prompt left-padded to P followed by the response right-padded
+to R (T = P + R). Response-aligned tensors are `[B, R]`: `logprobs[b, j]` is the log-probability
+of response token j given everything before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of `x` over entries where `mask` is 1; an all-zero mask gives 0, not NaN."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of `x` over all entries where `mask` is 1 (a scalar)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.to(x.dtype).sum()
+        # Bessel's correction n / (n - 1); a single entry has var 0 either way.
+        var = var * n / (n - 1).clamp(min=1)
+    return var
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Normalise `x` to unit variance (and zero mean if `shift_mean`) using only masked-in entries.
+
+    Padded entries come back as 0.
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask.to(x.dtype)
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
+    """log softmax(logits)[token] per position, `[B, L, V], [B, L] -> [B, L]`, in float32.
+
+    Works `chunk_size` batch rows at a time so no full `[B, L, V]` log-softmax is ever built.
+    """
+    out = []
+    for rows, row_tokens in zip(logits.split(chunk_size), tokens.split(chunk_size)):
+        rows = rows.float()  # [c, L, V]; bf16 logsumexp over a large vocabulary loses too much
+        picked = rows.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)  # [c, L]
+        # log p(y) = z_y - log Σ_v exp(z_v)
+        out.append(picked - torch.logsumexp(rows, dim=-1))
+    return torch.cat(out)
+
+
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
+    """Entropy of softmax(logits) per position, `[B, L, V] -> [B, L]`, chunked over batch rows."""
+    out = []
+    for rows in logits.split(chunk_size):
+        rows = rows.float()  # [c, L, V]
+        probs = torch.softmax(rows, dim=-1)
+        # H = -Σ p log p = logsumexp(z) - Σ p z
+        out.append(torch.logsumexp(rows, dim=-1) - (probs * rows).sum(-1))
+    return torch.cat(out)
+
+
+@dataclass
+class ResponseForward:
+    """What one forward pass over prompt + response gives a learner."""
+
+    logprobs: torch.Tensor  # [B, R]
+    entropy: torch.Tensor | None = None  # [B, R]
+    hidden: torch.Tensor | None = None  # [B, R, H] last-layer states at the positions predicting the response
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_len: int,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+    return_hidden: bool = False,
+) -> ResponseForward:
+    """Log-probabilities of the response tokens under a HF causal LM, `[B, T] -> [B, R]`.
+
+    `temperature` must be the sampling temperature, so the result matches the sampler's logprobs.
+    Values at padded response positions are meaningless; mask them with `response_mask`.
+    """
+    T = input_ids.shape[1]
+    P = T - response_len
+    # Left padding would otherwise shift every real token's position.
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, T]
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=return_hidden,
+    )
+    # The logits at position t predict token t + 1, so positions [P-1, T-1) predict the response.
+    logits = out.logits[:, P - 1 : T - 1] / temperature  # [B, R, V]
+    return ResponseForward(
+        logprobs=gather_logprobs(logits, input_ids[:, P:]),
+        entropy=entropy_from_logits(logits) if return_entropy else None,
+        hidden=out.hidden_states[-1][:, P - 1 : T - 1] if return_hidden else None,
+    )
+
+
+@dataclass
+class Experience:
+    """Sampled sequences with what the sampler and judges knew about them; one row per sample."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, R]
+    behaviour_logprobs: torch.Tensor  # [B, R] from the policy that sampled
+    prompts: list[str]
+    responses: list[str]
+    group_ids: list[int]  # which prompt each sample came from
+    policy_version: int  # weights version that sampled this batch
+    ref_logprobs: torch.Tensor | None = None  # [B, R]
+    scores: list[dict[str, float | None]] | None = None  # per-judge scores, None where a judge failed
+    rewards: torch.Tensor | None = None  # [B] aggregate judge reward, NaN where the judge dropped the sample
+
+    @property
+    def response_len(self) -> int:
+        """R, the padded response length."""
+        return self.response_mask.shape[1]
+
+    def to(self, device: torch.device | str) -> Experience:
+        """A copy with every tensor on `device`."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+    def select(self, indices: list[int]) -> Experience:
+        """The rows at `indices`, in that order (e.g. to drop samples a judge rejected)."""
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                picked[f.name] = value[torch.as_tensor(indices, dtype=torch.long, device=value.device)]
+            elif isinstance(value, list):
+                picked[f.name] = [value[i] for i in indices]
+        return replace(self, **picked)

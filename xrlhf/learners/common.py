@@ -1,0 +1,103 @@
+"""What every learner shares: the trainable policy, its optimiser, a guarded step, weights, state."""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from xrlhf.config import Config
+from xrlhf.experience import Experience, response_logprobs
+from xrlhf.models import load_policy, load_trainable_state, reference_mode, trainable_state
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive updates had a NaN or Inf loss or gradient."""
+
+
+class PolicyTrainer:
+    """The policy model, its optimiser and a step that refuses non-finite updates."""
+
+    def __init__(self, cfg: Config, extra_params: list[torch.nn.Parameter] | None = None):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.model, self.tokenizer = load_policy(cfg.model)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.device = next(self.model.parameters()).device
+        self.extra_params = list(extra_params or [])
+        params = [p for p in self.model.parameters() if p.requires_grad] + self.extra_params
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.algorithm.lr, weight_decay=cfg.algorithm.weight_decay)
+        self.version = 0
+        self.nonfinite_in_a_row = 0
+        self.skipped_updates = 0
+
+    def add_params(self, params: list[torch.nn.Parameter]) -> None:
+        """Register parameters created after the policy (e.g. a value head) with the optimiser."""
+        self.extra_params += params
+        self.optimizer.add_param_group({"params": params})
+
+    def forward(self, exp: Experience, idx: list[int] | None = None, **kw: Any):
+        """Policy forward on the rows `idx` of `exp` (all rows when None)."""
+        ids, att = exp.input_ids, exp.attention_mask
+        if idx is not None:
+            ids, att = ids[idx], att[idx]
+        return response_logprobs(self.model, ids.to(self.device), att.to(self.device), exp.response_len,
+                                 temperature=self.cfg.rollout.temperature or 1.0, **kw)
+
+    def step(self, loss: torch.Tensor) -> tuple[float, bool]:
+        """Backward, clip, step. A non-finite loss or gradient skips the update; returns (grad_norm, applied)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip("loss", float("nan"))
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.max_grad_norm))
+        if not np.isfinite(grad_norm):
+            return self._skip("gradient", grad_norm)
+        self.optimizer.step()
+        self.nonfinite_in_a_row = 0
+        return grad_norm, True
+
+    def _skip(self, what: str, grad_norm: float) -> tuple[float, bool]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nonfinite_in_a_row += 1
+        self.skipped_updates += 1
+        log.warning("non-finite %s: update skipped (%d in a row)", what, self.nonfinite_in_a_row)
+        if self.nonfinite_in_a_row >= self.cfg.algorithm.max_nonfinite_in_a_row:
+            raise NonFiniteError(f"{self.nonfinite_in_a_row} consecutive updates had a non-finite {what}; "
+                                 "stopping (lower algorithm.lr or check the reward)")
+        return grad_norm, False
+
+    @torch.no_grad()
+    def reference_logprobs(self, exp: Experience) -> torch.Tensor:
+        """Reference log-probs with the adapter disabled: the base weights, no second copy.  # [B, R]"""
+        with reference_mode(self.model):
+            return self.forward(exp).logprobs.cpu()
+
+    def weights(self) -> tuple[dict[str, torch.Tensor], int]:
+        """The trainable weights (LoRA adapter or full) and their version, for the rollout workers."""
+        return trainable_state(self.model), self.version
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resume needs besides the adapter files."""
+        return {"policy": trainable_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "version": self.version, "skipped_updates": self.skipped_updates,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        load_trainable_state(self.model, state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = state["version"]
+        self.skipped_updates = state.get("skipped_updates", 0)
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+    def save_adapter(self, path: str) -> None:
+        """An adapter folder loadable with PeftModel.from_pretrained (full weights without LoRA)."""
+        self.model.save_pretrained(path)

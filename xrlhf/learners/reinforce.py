@@ -1,0 +1,58 @@
+"""REINFORCE with a baseline: one update per batch on the sequence return."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from xrlhf.algorithms.kl import kl_penalty
+from xrlhf.algorithms.reinforce import make_baseline, reinforce_loss, sequence_returns
+from xrlhf.config import Config
+from xrlhf.experience import Experience, masked_mean, masked_whiten
+from xrlhf.learners.common import PolicyTrainer
+
+
+class ReinforceLearner:
+    """G = judge reward − β·ΣKL;  A = G − b;  loss = −A·log π(y|x)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.trainer = PolicyTrainer(cfg)
+        rc = cfg.algorithm.reinforce
+        self.baseline = make_baseline(rc.baseline, rc.ema_decay)
+
+    def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
+        """One policy-gradient step; returns (metrics, per-sample advantages)."""
+        alg = self.cfg.algorithm
+        mask = exp.response_mask.float()
+        kl = kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, alg.kl_estimator) * mask  # [B, R]
+        returns = sequence_returns(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B]
+        baseline = self._baseline(returns, exp.group_ids)  # [B]
+        advantages = returns - baseline
+        if alg.reinforce.whiten_advantages and advantages.numel() > 1:
+            advantages = masked_whiten(advantages, torch.ones_like(advantages))
+        fwd = self.trainer.forward(exp, return_entropy=True)
+        loss = reinforce_loss(fwd.logprobs, advantages.to(fwd.logprobs.device), mask.to(fwd.logprobs.device))
+        grad_norm, applied = self.trainer.step(loss)
+        if applied:
+            self.trainer.version += 1
+        metrics = {"loss/policy": float(loss.detach()), "reinforce/baseline": float(baseline.mean()),
+                   "reinforce/return": float(returns.mean()), "entropy/mean": float(masked_mean(fwd.entropy.detach().cpu(), mask)),
+                   "grad_norm": grad_norm, "lr": alg.lr, "skipped_update": not applied}
+        return metrics, advantages.tolist()
+
+    def _baseline(self, returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
+        if hasattr(self.baseline, "update"):  # ema keeps state across steps
+            b = self.baseline(returns)
+            self.baseline.update(returns)
+            return b
+        return self.baseline(returns, group_ids)
+
+    def state(self) -> dict[str, Any]:
+        extra = self.baseline.state_dict() if hasattr(self.baseline, "state_dict") else {}
+        return {"trainer": self.trainer.state(), "baseline": extra}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.trainer.load_state(state["trainer"])
+        if hasattr(self.baseline, "load_state_dict"):
+            self.baseline.load_state_dict(state["baseline"])

