@@ -295,14 +295,15 @@ def _apply(tree: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _check_key(parts: list[str]) -> None:
+def _check_key(parts: list[str], value: Any = None) -> None:
     """Fail on an override key the schema does not have, naming the whole dotted key."""
     node: Any = Config
     for i, part in enumerate(parts):
         if isinstance(node, type) and issubclass(node, BaseModel):
             if part not in node.model_fields:
                 known = ", ".join(node.model_fields)
-                raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {part!r} is not one of: {known}")
+                raise ConfigError(f"unknown config key {'.'.join(parts)!r} (value {value!r}): "
+                                  f"{part!r} is not one of: {known}")
             node = _model_in(node.model_fields[part].annotation)
         elif node is dict:
             node = DimensionConfig  # the only mapping section: judge.dimensions.<name>
@@ -340,7 +341,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     tree = base.model_dump(mode="python")
     for item in overrides:
         parts, value = parse_override(item)
-        _check_key(parts)
+        _check_key(parts, value)
         _apply(tree, parts, value)
     try:
         return Config.model_validate(tree)

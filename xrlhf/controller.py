@@ -52,6 +52,7 @@ class Graph:
     reference: Any  # a ReferenceActor, or the learner itself when the reference is colocated
     judges: list[Any]
     learner: Any
+    placement_group: Any = None
 
     def all(self) -> list[Any]:
         extra = [] if self.reference is self.learner else [self.reference]
@@ -83,7 +84,7 @@ def build_graph(cfg: Config) -> Graph:
                             ).remote(raw)
         handles.setdefault(role, []).append(actor)
     learner = handles["learner"][0]
-    graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner)
+    graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg)
     ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
     return graph
 
@@ -334,3 +335,16 @@ def _wandb_run(cfg: Config, run_dir: Path) -> Any:
 
     return wandb.init(project=cfg.logging.wandb_project, mode=cfg.logging.wandb_mode, dir=str(run_dir),
                       name=run_dir.name, config=cfg.model_dump(mode="json"), reinit="finish_previous")
+
+
+def shutdown_graph(controller: Controller) -> None:
+    """Kill a finished run's actors so the next run gets the memory back."""
+    graph = getattr(controller, "graph", None)
+    if graph is None:
+        return
+    for actor in graph.all():
+        ray.kill(actor)
+    from ray.util.placement_group import remove_placement_group
+
+    remove_placement_group(graph.placement_group)
+    controller.graph = None

@@ -1,0 +1,174 @@
+"""`xrlhf`: train | eval | judge | compare | report | serve-judge."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from xrlhf.config import ConfigError, load_config
+
+OVERRIDES_HELP = "dotted overrides, e.g. algorithm.kl_coef=0.05 judge.dimensions.verbosity.weight=0"
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xrlhf", description="RLAIF with explainable rewards: an LLM judge scores named dimensions; "
+                                  "PPO or REINFORCE optimises them on Ray actors.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one policy (algorithm.name picks PPO or REINFORCE)")
+    _config_args(p)
+    p.add_argument("--run-dir", help="run directory (default: OUTPUT_DIR/RUN_NAME-ALGORITHM-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+
+    p = sub.add_parser("compare", help="train PPO and REINFORCE on the same seeds, evaluate, write the report")
+    _config_args(p)
+    p.add_argument("--out", help="compare directory (default: OUTPUT_DIR/compare-TIMESTAMP)")
+
+    p = sub.add_parser("eval", help="generate on held-out prompts, judge every dimension, win rate vs base")
+    _config_args(p)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=DIR",
+                   help="a trained adapter/checkpoint folder to evaluate (repeatable); the base model always is")
+    p.add_argument("--out", required=True, help="folder for eval.jsonl and pairwise.jsonl")
+
+    p = sub.add_parser("judge", help="score (prompt, response) pairs by hand with the configured judge")
+    _config_args(p)
+    p.add_argument("--input", help="jsonl with `prompt` and `response` per row")
+    p.add_argument("--output", help="jsonl to write (rows plus per-dimension scores, confidence, reward)")
+    p.add_argument("--prompt", help="one prompt (with --response): print a table")
+    p.add_argument("--response", help="one response to score")
+
+    p = sub.add_parser("report", help="rebuild the HTML report from compare directories")
+    p.add_argument("run_dirs", nargs="+", help="compare directories written by `xrlhf compare`")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/report)")
+
+    p = sub.add_parser("serve-judge", help="serve the local judge over an OpenAI-compatible HTTP API (Ray Serve)")
+    _config_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"xrlhf {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except UserFacingError as exc:
+        print(f"xrlhf {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+class UserFacingError(RuntimeError):
+    """An error whose message is the whole story (no traceback needed)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from xrlhf.data import DataError
+    from xrlhf.models import ModelError
+
+    return DataError, ModelError
+
+
+def _load(args: argparse.Namespace):
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from xrlhf.controller import Controller
+
+    if args.resume:
+        run_dir, resume = Path(args.resume), True
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.run_dir or Path(cfg.output_dir) / f"{cfg.run_name}-{cfg.algorithm.name}-{stamp}")
+        resume = False
+    try:
+        path = Controller(cfg, run_dir, resume=resume).train()
+    except _user_errors() as exc:
+        raise UserFacingError(str(exc)) from None
+    print(f"run directory: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from xrlhf.compare import run_compare
+
+    out = Path(args.out or Path(cfg.output_dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        report = run_compare(cfg, out, command=" ".join(["xrlhf", "compare", args.config, *args.overrides]))
+    except _user_errors() as exc:
+        raise UserFacingError(str(exc)) from None
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from xrlhf.evaluate import evaluate
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        name, _, path = item.partition("=")
+        if not path:
+            raise UserFacingError(f"--checkpoint {item!r} must be NAME=DIR")
+        checkpoints[name] = path
+    try:
+        evaluate(cfg, checkpoints, Path(args.out))
+    except _user_errors() as exc:
+        raise UserFacingError(str(exc)) from None
+    print(f"evaluation: {args.out}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from xrlhf.judge.cli import judge_file, judge_one
+
+    if args.input:
+        if not args.output:
+            raise UserFacingError("--input needs --output")
+        n = judge_file(cfg, Path(args.input), Path(args.output))
+        print(f"scored {n} rows into {args.output}")
+    elif args.prompt is not None and args.response is not None:
+        print(judge_one(cfg, args.prompt, args.response))
+    else:
+        raise UserFacingError("give --input/--output or --prompt/--response")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from xrlhf.report import build_report
+
+    for d in args.run_dirs:
+        if not (Path(d) / "compare.json").is_file():
+            raise UserFacingError(f"{d} is not a compare directory (no compare.json)")
+        out = build_report(Path(d), Path(args.out) if args.out else None)
+        print(f"report: {out}")
+    return 0
+
+
+def cmd_serve_judge(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from xrlhf.judge.serve import serve_judge_main
+
+    serve_judge_main(cfg)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "compare": cmd_compare, "eval": cmd_eval, "judge": cmd_judge,
+            "report": cmd_report, "serve-judge": cmd_serve_judge}
+
+if __name__ == "__main__":
+    sys.exit(main())

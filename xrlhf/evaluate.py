@@ -1,0 +1,94 @@
+"""Evaluate the base model and trained adapters on held-out prompts: per-dimension scores and win rates."""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from xrlhf.config import Config
+from xrlhf.data import load_prompts
+from xrlhf.generation import sample
+from xrlhf.models import ModelError, load_causal_lm
+
+log = logging.getLogger(__name__)
+
+
+def _generate(model: Any, tok: Any, prompts: list[str], cfg: Config) -> tuple[list[str], list[int]]:
+    exp = sample(model, tok, prompts, 1, cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
+                 seed=cfg.seed, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    return exp.responses, [int(n) for n in exp.response_mask.sum(-1)]
+
+
+def _name_meta(name: str) -> tuple[str, int | None]:
+    """'ppo-seed1' -> ('ppo', 1); anything else is its own algorithm label."""
+    m = re.fullmatch(r"(.+)-seed(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
+def generate_all(cfg: Config, checkpoints: dict[str, str], prompts: list[str]) -> dict[str, tuple[list[str], list[int]]]:
+    """Greedy responses of the base model and of each adapter, loading the base weights once."""
+    from peft import PeftModel
+
+    base, tok = load_causal_lm(cfg.model.name, cfg.model.dtype, cfg.model.load_in_4bit, cfg.model.cache_dir)
+    out = {"base": _generate(base, tok, prompts, cfg)}
+    for name, path in checkpoints.items():
+        t0 = time.perf_counter()
+        adapter = Path(path)
+        if not adapter.is_dir():
+            raise ModelError(f"checkpoint {name}: {adapter} is not a directory")
+        if (adapter / "adapter_config.json").is_file():
+            model = PeftModel.from_pretrained(base, str(adapter)).eval()
+            out[name] = _generate(model, tok, prompts, cfg)
+            base = model.unload()  # take the LoRA layers out again: the next adapter starts from the base
+        else:
+            full, _ = load_causal_lm(str(adapter), cfg.model.dtype)
+            out[name] = _generate(full, tok, prompts, cfg)
+            del full
+        log.info("eval: generated for %s in %.1fs", name, time.perf_counter() - t0)
+    del base
+    gc.collect()
+    return out
+
+
+def evaluate(cfg: Config, checkpoints: dict[str, str], out_dir: Path, judge: Any = None) -> Path:
+    """Write eval.jsonl (every model × prompt, judged on every dimension) and pairwise.jsonl (vs base, both orders)."""
+    from xrlhf.judge import build_judge
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pset = load_prompts(cfg.data.eval_source, "eval", cfg.data.eval_path, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                        limit=cfg.eval.num_prompts)
+    prompts = pset.prompts
+    responses = generate_all(cfg, checkpoints, prompts)
+    judge = judge or build_judge(cfg.judge, cfg.model.name, cfg.model.cache_dir)
+    rows = []
+    for name, (texts, lengths) in responses.items():
+        algorithm, seed = ("base", None) if name == "base" else _name_meta(name)
+        for pid, (p, r, n, j) in enumerate(zip(prompts, texts, lengths, judge.score(prompts, texts))):
+            rows.append({"model": name, "algorithm": algorithm, "seed": seed, "prompt_id": pid, "prompt": p,
+                         "response": r, "scores": j.scores, "normalised": j.normalised, "confidence": j.confidence,
+                         "reward": j.reward, "rationale": j.rationale, "length": n})
+    _write_jsonl(out_dir / "eval.jsonl", rows)
+    pair_rows = []
+    if cfg.eval.pairwise:
+        base_texts = responses["base"][0]
+        for name, (texts, _) in responses.items():
+            if name == "base":
+                continue
+            algorithm, seed = _name_meta(name)
+            first = judge.compare(prompts, texts, base_texts)  # P(model better | shown first)
+            second = judge.compare(prompts, base_texts, texts)  # P(base better | base shown first)
+            for pid, (a, b) in enumerate(zip(first, second)):
+                pair_rows.append({"model": name, "algorithm": algorithm, "seed": seed, "prompt_id": pid,
+                                  "p_first": a, "p_second": None if b is None else 1.0 - b})
+    _write_jsonl(out_dir / "pairwise.jsonl", pair_rows)
+    return out_dir
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
