@@ -1,0 +1,165 @@
+import math
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from xrlhf.experience import (
+    Experience,
+    entropy_from_logits,
+    gather_logprobs,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    response_logprobs,
+)
+
+
+def test_masked_mean_ignores_padding():
+    x = torch.tensor([[1.0, 2.0, 100.0], [4.0, 100.0, 100.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # (1 + 2 + 4) / 3
+    assert masked_mean(x, mask).item() == pytest.approx(7 / 3)
+    # row means: (1 + 2) / 2, 4 / 1
+    assert torch.allclose(masked_mean(x, mask, dim=1), torch.tensor([1.5, 4.0]))
+    assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_masked_var_biased_and_unbiased():
+    x = torch.tensor([[1.0, 2.0, 100.0], [4.0, 100.0, 100.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # mean 7/3; squared deviations (4/3)², (1/3)², (5/3)² sum to 42/9
+    assert masked_var(x, mask, unbiased=False).item() == pytest.approx(42 / 9 / 3)
+    assert masked_var(x, mask).item() == pytest.approx(42 / 9 / 2)
+    assert masked_var(x, torch.tensor([[1, 0, 0], [0, 0, 0]])).item() == 0.0
+
+
+def test_masked_whiten_uses_only_real_entries():
+    x = torch.tensor([[1.0, 3.0, 50.0], [5.0, -7.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    # real entries 1, 3, 5: mean 3, unbiased var ((-2)² + 0² + 2²) / 2 = 4, std 2
+    expected = torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert torch.allclose(masked_whiten(x, mask), expected, atol=1e-6)
+    # without the shift the mean 3 is added back: (x - 3) / 2 + 3
+    expected_unshifted = torch.tensor([[2.0, 3.0, 0.0], [4.0, 0.0, 0.0]])
+    assert torch.allclose(masked_whiten(x, mask, shift_mean=False), expected_unshifted, atol=1e-6)
+
+
+def test_gather_logprobs_hand_computed():
+    logits = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])  # [1, 2, 3]
+    tokens = torch.tensor([[2, 0]])
+    # 3 - log(e + e² + e³); uniform over 3 → log(1/3)
+    expected = torch.tensor([[3 - math.log(math.e + math.e**2 + math.e**3), math.log(1 / 3)]])
+    assert torch.allclose(gather_logprobs(logits, tokens), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 10])
+def test_gather_logprobs_matches_log_softmax_with_grad(chunk_size):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 7, 11, requires_grad=True)
+    tokens = torch.randint(0, 11, (5, 7))
+    ours = gather_logprobs(logits, tokens, chunk_size=chunk_size)
+    ref = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert ours.shape == (5, 7)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (grad_ref,) = torch.autograd.grad(ref.sum(), logits)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4])
+def test_entropy_from_logits(chunk_size):
+    # uniform over 4 → log 4; one-hot-ish (huge gap) → ~0; [0, log 3] → p = (1/4, 3/4)
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0]], [[100.0, 0.0, 0.0, 0.0]], [[0.0, math.log(3), -1e9, -1e9]]])
+    expected = torch.tensor([[math.log(4)], [0.0], [-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]])
+    assert torch.allclose(entropy_from_logits(logits, chunk_size=chunk_size), expected, atol=1e-5)
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 9)
+    logp = torch.log_softmax(logits, -1)
+    assert torch.allclose(entropy_from_logits(logits, chunk_size), -(logp.exp() * logp).sum(-1), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=64,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def _unpadded_logprobs(model, prompt, response):
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits  # [1, T, V]
+    P, T = len(prompt), len(prompt) + len(response)
+    logp = torch.log_softmax(logits[0, P - 1 : T - 1], -1)  # positions that predict the response
+    return logp.gather(-1, torch.tensor(response).unsqueeze(-1)).squeeze(-1)  # [R]
+
+
+def test_response_logprobs_left_padding_invariant(tiny_llama):
+    prompts, responses = [[5, 6, 7], [9, 10, 11, 12, 13]], [[8, 9, 10], [14, 15]]
+    P, R, pad = 5, 4, 0
+    input_ids = torch.tensor(
+        [
+            [pad, pad, 5, 6, 7, 8, 9, 10, pad],  # prompt left-padded by 2, response right-padded by 1
+            [9, 10, 11, 12, 13, 14, 15, pad, pad],  # full prompt, response right-padded by 2
+        ]
+    )
+    attention_mask = (torch.arange(P + R) < 0).long().repeat(2, 1)
+    attention_mask[0, 2:8] = 1
+    attention_mask[1, 0:7] = 1
+    with torch.no_grad():
+        out = response_logprobs(tiny_llama, input_ids, attention_mask, response_len=R)
+    assert out.logprobs.shape == (2, R) and out.entropy is None and out.hidden is None
+    for b in range(2):
+        expected = _unpadded_logprobs(tiny_llama, prompts[b], responses[b])
+        assert torch.allclose(out.logprobs[b, : len(responses[b])], expected, atol=1e-5)
+
+
+def test_response_logprobs_temperature_entropy_hidden(tiny_llama):
+    input_ids = torch.tensor([[1, 2, 3, 4, 5]])
+    attention_mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        out = response_logprobs(
+            tiny_llama, input_ids, attention_mask, response_len=2, temperature=2.0, return_entropy=True, return_hidden=True
+        )
+        logits = tiny_llama(input_ids=input_ids).logits[:, 2:4] / 2.0  # positions 2, 3 predict tokens 4, 5
+    logp = torch.log_softmax(logits, -1)
+    assert torch.allclose(out.logprobs, logp.gather(-1, input_ids[:, 3:].unsqueeze(-1)).squeeze(-1), atol=1e-5)
+    assert torch.allclose(out.entropy, -(logp.exp() * logp).sum(-1), atol=1e-5)
+    assert out.hidden.shape == (1, 2, 32)
+
+
+def _experience() -> Experience:
+    return Experience(
+        input_ids=torch.arange(12).reshape(3, 4),
+        attention_mask=torch.ones(3, 4),
+        response_mask=torch.tensor([[1, 1], [1, 0], [1, 1]]),
+        behaviour_logprobs=torch.tensor([[-0.1, -0.2], [-0.3, 0.0], [-0.5, -0.6]]),
+        prompts=["a", "a", "b"],
+        responses=["x", "y", "z"],
+        group_ids=[0, 0, 1],
+        policy_version=7,
+        scores=[{"j": 1.0}, {"j": None}, {"j": 0.5}],
+        rewards=torch.tensor([1.0, float("nan"), 0.5]),
+    )
+
+
+def test_experience_select_and_to():
+    exp = _experience()
+    assert exp.response_len == 2
+    kept = exp.select([2, 0])
+    assert kept.responses == ["z", "x"] and kept.group_ids == [1, 0] and kept.policy_version == 7
+    assert kept.scores == [{"j": 0.5}, {"j": 1.0}]
+    assert torch.equal(kept.input_ids, torch.tensor([[8, 9, 10, 11], [0, 1, 2, 3]]))
+    assert torch.equal(kept.rewards, torch.tensor([0.5, 1.0]))
+    assert kept.ref_logprobs is None
+    moved = exp.to("cpu")
+    assert moved.input_ids.device.type == "cpu" and moved.prompts == exp.prompts

@@ -1,0 +1,222 @@
+"""Small statistics for comparing runs honestly: intervals over seeds, win rates, convergence, KL spikes.
+
+Pure functions over plain sequences; None and NaN mean "no value" everywhere and are dropped, never zero.
+No SciPy: the t quantile comes from the closed-form Student t CDF for integer degrees of freedom
+(Abramowitz & Stegun 26.7.3-4) inverted by bisection, the normal quantile from `statistics.NormalDist`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Sequence
+
+Number = float | int | None
+
+WITHIN_NOISE = "within noise"
+CANNOT_TELL = "cannot tell"
+A_HIGHER = "a higher"
+B_HIGHER = "b higher"
+
+
+def finite(values: Sequence[Number]) -> list[float]:
+    """The values that are real numbers (None, NaN and inf dropped)."""
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """P(|T| < t) for Student t with integer df."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    if df == 1:
+        return 2 * theta / math.pi
+    if df % 2:
+        # A = 2/π · (θ + sinθ · (cosθ + 2/3 cos³θ + 2·4/(3·5) cos⁵θ + … + cos^(ν-2)θ term))
+        term = total = c
+        for k in range(3, df - 1, 2):
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2 / math.pi * (theta + s * total)
+    # A = sinθ · (1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + … + cos^(ν-2)θ term)
+    term = total = 1.0
+    for k in range(2, df - 1, 2):
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
+
+
+def t_critical(confidence: float, df: float) -> float:
+    """Two-sided Student t critical value, e.g. t_critical(0.95, 2) = 4.303.
+
+    A fractional df (Welch) is floored, which widens the interval slightly: the conservative side.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    nu = int(math.floor(df))
+    if nu < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    hi = 1.0
+    while _t_two_sided_mass(hi, nu) < confidence:
+        hi *= 2
+    lo = 0.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_two_sided_mass(mid, nu) < confidence else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _sample_var(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+
+def mean_ci(values: Sequence[Number], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi): Student t interval of the mean over seeds.
+
+    One value gives (mean, nan, nan): a single seed has no interval, and callers must say so.
+    No values gives (nan, nan, nan).
+    """
+    xs = finite(values)
+    if not xs:
+        return math.nan, math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, math.nan, math.nan
+    half = t_critical(confidence, len(xs) - 1) * math.sqrt(_sample_var(xs) / len(xs))
+    return mean, mean - half, mean + half
+
+
+def prompt_wins(p_first: Sequence[Number], p_second: Sequence[Number]) -> tuple[list[float], int]:
+    """Per-prompt win of the trained model over base, (p_first + p_second) / 2, and how many prompts were skipped.
+
+    Averaging both presentation orders cancels the judge's position bias, so a prompt with either
+    verdict missing is skipped (and counted) rather than scored from one biased order.
+    A tie is 0.5 on both sides, so it counts half a win.
+    """
+    if len(p_first) != len(p_second):
+        raise ValueError(f"p_first has {len(p_first)} prompts, p_second {len(p_second)}")
+    wins, skipped = [], 0
+    for a, b in zip(p_first, p_second):
+        if len(finite([a, b])) == 2:
+            wins.append((float(a) + float(b)) / 2)
+        else:
+            skipped += 1
+    return wins, skipped
+
+
+def win_rate(p_first: Sequence[Number], p_second: Sequence[Number]) -> float:
+    """Mean per-prompt win over base (see `prompt_wins`); nan when no prompt has both verdicts."""
+    wins, _ = prompt_wins(p_first, p_second)
+    return sum(wins) / len(wins) if wins else math.nan
+
+
+def win_rate_ci(per_prompt_wins: Sequence[Number], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(rate, lo, hi): Wilson score interval over prompts.
+
+    Wilson, not t: a per-prompt win lies in [0, 1], so its variance is at most p(1-p) and Wilson is
+    conservative for soft wins; unlike t it stays inside [0, 1] and does not collapse to zero width
+    when every prompt is won.
+    """
+    xs = finite(per_prompt_wins)
+    if not xs:
+        return math.nan, math.nan, math.nan
+    n, p = len(xs), sum(xs) / len(xs)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) with its Welch interval and a verdict: a higher | b higher | within noise | cannot tell."""
+
+    diff: float
+    lo: float
+    hi: float
+    verdict: str
+
+
+def difference_within_noise(a_values: Sequence[Number], b_values: Sequence[Number],
+                            confidence: float = 0.95) -> Difference:
+    """Welch t interval of mean(a) - mean(b) across seeds; "within noise" when it contains 0.
+
+    Fewer than two values on either side gives "cannot tell": one seed says nothing about seed noise.
+    """
+    a, b = finite(a_values), finite(b_values)
+    if not a or not b:
+        return Difference(math.nan, math.nan, math.nan, CANNOT_TELL)
+    diff = sum(a) / len(a) - sum(b) / len(b)
+    if len(a) < 2 or len(b) < 2:
+        return Difference(diff, math.nan, math.nan, CANNOT_TELL)
+    va, vb = _sample_var(a) / len(a), _sample_var(b) / len(b)
+    se2 = va + vb
+    if se2 == 0:
+        half = 0.0
+    else:
+        # Welch–Satterthwaite degrees of freedom
+        df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        half = t_critical(confidence, df) * math.sqrt(se2)
+    lo, hi = diff - half, diff + half
+    verdict = WITHIN_NOISE if lo <= 0 <= hi else (A_HIGHER if diff > 0 else B_HIGHER)
+    return Difference(diff, lo, hi, verdict)
+
+
+def smooth(values: Sequence[Number], window: int) -> list[float]:
+    """Trailing moving average (no look-ahead) over the last `window` finite values; nan until one is seen."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out = []
+    for i in range(len(values)):
+        xs = finite(values[max(0, i - window + 1): i + 1])
+        out.append(sum(xs) / len(xs) if xs else math.nan)
+    return out
+
+
+def steps_to_fraction(rewards: Sequence[Number], fraction: float = 0.9, window: int = 1) -> int | None:
+    """Index of the first step where smoothed reward reaches start + fraction·(final − start).
+
+    Start and final are the first and last smoothed values, so a falling reward "reaches" by going down.
+    None when the reward did not move (final == start) or there are no values.
+    """
+    s = smooth(rewards, window)
+    known = [i for i, x in enumerate(s) if math.isfinite(x)]
+    if not known:
+        return None
+    start, final = s[known[0]], s[known[-1]]
+    if final == start:
+        return None
+    target = start + fraction * (final - start)
+    sign = 1 if final > start else -1
+    return next(i for i in known if (s[i] - target) * sign >= 0)
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
+
+
+def kl_spikes(kl_series: Sequence[Number], k: float = 3.0) -> list[int]:
+    """Indices where KL > median + k·MAD (MAD = median |x − median|, unscaled); missing values are never spikes."""
+    xs = finite(kl_series)
+    if not xs:
+        return []
+    med = _median(xs)
+    threshold = med + k * _median([abs(x - med) for x in xs])
+    return [i for i, v in enumerate(kl_series) if v is not None and math.isfinite(v) and v > threshold]
+
+
+def rose_and_fell(deltas: dict[str, Sequence[Number]], tol: float = 0.05) -> tuple[list[str], list[str]]:
+    """Dimensions whose late − early change, per seed, rose (or fell) by more than `tol` on average, same sign in every seed."""
+    rose, fell = [], []
+    for dim, values in deltas.items():
+        xs = finite(values)
+        if not xs:
+            continue
+        mean = sum(xs) / len(xs)
+        if mean > tol and all(x > 0 for x in xs):
+            rose.append(dim)
+        elif mean < -tol and all(x < 0 for x in xs):
+            fell.append(dim)
+    return rose, fell
