@@ -70,7 +70,9 @@ def test_gather_logprobs_matches_log_softmax_with_grad(chunk_size):
 @pytest.mark.parametrize("chunk_size", [1, 3, 4])
 def test_entropy_from_logits(chunk_size):
     # uniform over 4 → log 4; one-hot-ish (huge gap) → ~0; [0, log 3] → p = (1/4, 3/4)
-    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0]], [[100.0, 0.0, 0.0, 0.0]], [[0.0, math.log(3), -1e9, -1e9]]])
+    logits = torch.tensor(
+        [[[0.0, 0.0, 0.0, 0.0]], [[100.0, 0.0, 0.0, 0.0]], [[0.0, math.log(3), -1e9, -1e9]]]
+    )
     expected = torch.tensor([[math.log(4)], [0.0], [-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]])
     assert torch.allclose(entropy_from_logits(logits, chunk_size=chunk_size), expected, atol=1e-5)
     torch.manual_seed(0)
@@ -112,7 +114,7 @@ def test_response_logprobs_left_padding_invariant(tiny_llama):
             [9, 10, 11, 12, 13, 14, 15, pad, pad],  # full prompt, response right-padded by 2
         ]
     )
-    attention_mask = (torch.arange(P + R) < 0).long().repeat(2, 1)
+    attention_mask = torch.zeros(2, P + R, dtype=torch.long)
     attention_mask[0, 2:8] = 1
     attention_mask[1, 0:7] = 1
     with torch.no_grad():
@@ -128,11 +130,18 @@ def test_response_logprobs_temperature_entropy_hidden(tiny_llama):
     attention_mask = torch.ones_like(input_ids)
     with torch.no_grad():
         out = response_logprobs(
-            tiny_llama, input_ids, attention_mask, response_len=2, temperature=2.0, return_entropy=True, return_hidden=True
+            tiny_llama,
+            input_ids,
+            attention_mask,
+            response_len=2,
+            temperature=2.0,
+            return_entropy=True,
+            return_hidden=True,
         )
         logits = tiny_llama(input_ids=input_ids).logits[:, 2:4] / 2.0  # positions 2, 3 predict tokens 4, 5
     logp = torch.log_softmax(logits, -1)
-    assert torch.allclose(out.logprobs, logp.gather(-1, input_ids[:, 3:].unsqueeze(-1)).squeeze(-1), atol=1e-5)
+    expected = logp.gather(-1, input_ids[:, 3:].unsqueeze(-1)).squeeze(-1)  # [1, 2]
+    assert torch.allclose(out.logprobs, expected, atol=1e-5)
     assert torch.allclose(out.entropy, -(logp.exp() * logp).sum(-1), atol=1e-5)
     assert out.hidden.shape == (1, 2, 32)
 

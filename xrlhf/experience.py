@@ -97,14 +97,16 @@ def response_logprobs(
     P = T - response_len
     # Left padding would otherwise shift every real token's position.
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, T]
+    # Only the last R + 1 positions need logits: with a 262k vocabulary the prompt's would dominate memory.
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         output_hidden_states=return_hidden,
+        logits_to_keep=response_len + 1,
     )
     # The logits at position t predict token t + 1, so positions [P-1, T-1) predict the response.
-    logits = out.logits[:, P - 1 : T - 1] / temperature  # [B, R, V]
+    logits = out.logits[:, -(response_len + 1) : -1] / temperature  # [B, R, V]
     return ResponseForward(
         logprobs=gather_logprobs(logits, input_ids[:, P:]),
         entropy=entropy_from_logits(logits) if return_entropy else None,

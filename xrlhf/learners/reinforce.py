@@ -42,11 +42,15 @@ class ReinforceLearner:
         return metrics, advantages.tolist()
 
     def _baseline(self, returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
-        if hasattr(self.baseline, "update"):  # ema keeps state across steps
-            b = self.baseline(returns)
-            self.baseline.update(returns)
-            return b
-        return self.baseline(returns, group_ids)
+        if self.cfg.algorithm.reinforce.baseline != "loo":
+            return self.baseline(returns, group_ids)
+        # A judge may have dropped a prompt's other samples: a lone sample is compared with the batch instead.
+        counts = {g: group_ids.count(g) for g in set(group_ids)}
+        paired = [i for i, g in enumerate(group_ids) if counts[g] > 1]
+        b = (returns.sum() - returns) / max(len(returns) - 1, 1)  # mean of the other samples of the batch
+        if paired:
+            b[paired] = self.baseline(returns[paired], [group_ids[i] for i in paired])
+        return b
 
     def state(self) -> dict[str, Any]:
         extra = self.baseline.state_dict() if hasattr(self.baseline, "state_dict") else {}

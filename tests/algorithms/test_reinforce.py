@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from xrlhf.algorithms.reinforce import (
+    BASELINES,
+    EmaBaseline,
+    baseline_batch_mean,
+    baseline_loo,
+    make_baseline,
+    reinforce_loss,
+    sequence_returns,
+)
+
+
+def test_sequence_returns_sums_kl_over_real_tokens():
+    scores = torch.tensor([1.0, 2.0])
+    kl = torch.tensor([[0.1, 0.2, 9.0], [0.5, -0.1, 0.4]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # 1 - 0.5·(0.1 + 0.2) = 0.85; 2 - 0.5·(0.5 - 0.1 + 0.4) = 1.6
+    assert torch.allclose(sequence_returns(scores, kl, mask, kl_coef=0.5), torch.tensor([0.85, 1.6]))
+
+
+def test_baseline_batch_mean():
+    returns = torch.tensor([1.0, 2.0, 6.0])
+    assert torch.allclose(baseline_batch_mean(returns, [0, 0, 1]), torch.tensor([3.0, 3.0, 3.0]))
+
+
+def test_baseline_loo_groups_of_two_and_three():
+    returns = torch.tensor([1.0, 4.0, 2.0, 10.0, 3.0])
+    group_ids = [7, 3, 7, 3, 7]  # group 7: 1, 2, 3; group 3: 4, 10
+    # group 7: (2 + 3)/2, (1 + 3)/2, (1 + 2)/2; group 3: the other one
+    expected = torch.tensor([2.5, 10.0, 2.0, 4.0, 1.5])
+    assert torch.allclose(baseline_loo(returns, group_ids), expected)
+
+
+def test_baseline_loo_rejects_singleton_groups():
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        baseline_loo(torch.tensor([1.0, 2.0, 3.0]), [0, 0, 1])
+
+
+def test_ema_baseline_over_two_calls():
+    ema = EmaBaseline(decay=0.9)
+    # first call: initialised with the batch mean 2, which stays 2 after folding the same batch in
+    assert torch.allclose(ema(torch.tensor([1.0, 3.0])), torch.tensor([2.0, 2.0]))
+    assert ema.value == pytest.approx(2.0)
+    # second call uses the old value, then 0.9·2 + 0.1·6 = 2.4
+    assert torch.allclose(ema(torch.tensor([4.0, 8.0]), [0, 1]), torch.tensor([2.0, 2.0]))
+    assert ema.value == pytest.approx(2.4)
+    restored = EmaBaseline(decay=0.9)
+    restored.load_state_dict(ema.state_dict())
+    restored.update(torch.tensor([0.4]))
+    # 0.9·2.4 + 0.1·0.4 = 2.2
+    assert restored.value == pytest.approx(2.2)
+
+
+def test_make_baseline():
+    assert make_baseline("loo") is baseline_loo
+    ema = make_baseline("ema", decay=0.5)
+    assert isinstance(ema, EmaBaseline) and ema.decay == 0.5
+    assert set(BASELINES) == {"batch_mean", "loo", "ema"}
+    with pytest.raises(ValueError, match="batch_mean"):
+        make_baseline("critic")
+
+
+def test_reinforce_loss_sequence_sum_and_token_mean():
+    logprobs = torch.tensor([[-1.0, -2.0, -5.0], [-0.5, -0.5, -0.5]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    advantages = torch.tensor([2.0, -1.0])
+    # sequence logprobs -3, -1.5: -(2·(-3) + (-1)·(-1.5)) / 2 = 2.25
+    loss = reinforce_loss(logprobs, advantages, mask)
+    assert loss.item() == pytest.approx(2.25)
+    (grad,) = torch.autograd.grad(loss, logprobs)
+    # dL/dlogp = -A_b / B on real tokens
+    assert torch.allclose(grad, torch.tensor([[-1.0, -1.0, 0.0], [0.5, 0.5, 0.5]]))
+    # token mean: -(2·(-1) + 2·(-2) + (-1)·(-0.5)·3) / 5 = 4.5 / 5
+    assert reinforce_loss(logprobs, advantages, mask, token_mean=True).item() == pytest.approx(0.9)

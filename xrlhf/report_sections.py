@@ -1,0 +1,338 @@
+"""The HTML sections of the comparison report; every sentence is computed from the numbers it states.
+
+Everything that came from a run (prompts, responses, rationales, names) is HTML-escaped: it is untrusted text.
+"""
+from __future__ import annotations
+
+import math
+from html import escape
+from itertools import combinations
+from typing import Any
+
+from xrlhf.report_data import (CompareData, Run, early_late_delta, eval_by_model, eval_mean, final_value,
+                               model_algorithm, tail_window, wins_by_model)
+from xrlhf.report_figures import STAGES, smooth_window, stage_seconds
+from xrlhf.stats import (A_HIGHER, B_HIGHER, CANNOT_TELL, difference_within_noise, finite, kl_spikes, mean_ci,
+                         rose_and_fell, steps_to_fraction, win_rate_ci)
+
+ROSE_FELL_TOL = 0.05
+N_EXAMPLES = 4
+
+# ---- small HTML helpers -------------------------------------------------------------------------------------
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """A number for people; missing is an em dash."""
+    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def ci_text(ci: tuple[float, float, float], over: str = "seeds") -> str:
+    """'0.620 [0.550, 0.690]' with a 95% t interval, or a plain statement that one value has none."""
+    mean, lo, hi = ci
+    if not math.isfinite(mean):
+        return "no data"
+    if not math.isfinite(lo):
+        return f"{fmt(mean)} <span class=\"ci\">(single {over[:-1]}: no interval)</span>"
+    return f"{fmt(mean)} <span class=\"ci\">[{fmt(lo)}, {fmt(hi)}]</span>"
+
+
+def ci_cell(ci: tuple[float, float, float], metric: str, algorithm: str, over: str = "seeds") -> str:
+    """A table cell that carries its number in data-* attributes so tools and tests can read it back."""
+    value = repr(ci[0]) if math.isfinite(ci[0]) else "nan"
+    return (f'<td class="num" data-metric="{escape(metric)}" data-algorithm="{escape(algorithm)}" '
+            f'data-value="{value}">{ci_text(ci, over)}</td>')
+
+
+def table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """Rows are HTML already (escaped by the caller); a cell starting with <td is used as is."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def image(uri: str | None, alt: str, missing: str) -> str:
+    return f'<img src="{uri}" alt="{escape(alt)}">' if uri else f'<p class="note">{escape(missing)}</p>'
+
+
+def section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{escape(text)}</p>'
+
+
+# ---- numbers per algorithm ----------------------------------------------------------------------------------
+
+
+def finals(data: CompareData, algorithm: str, key: str) -> list[float]:
+    """Per seed, the mean of `key` over the run's last tenth of steps."""
+    return [final_value(r, key) for r in data.runs.get(algorithm, [])]
+
+
+def eval_rewards(data: CompareData, algorithm: str) -> list[float]:
+    """Per trained model (seed) of `algorithm`, its mean eval reward."""
+    return [eval_mean(rows) for rows in eval_by_model(data).values() if model_algorithm(rows) == algorithm]
+
+
+def seed_win_rates(data: CompareData, algorithm: str) -> list[float]:
+    """Per trained model of `algorithm`, its win rate over base (nan if no prompt had both verdicts)."""
+    return [sum(w) / len(w) if w else math.nan for alg, w, _ in wins_by_model(data).values() if alg == algorithm]
+
+
+def n_steps(data: CompareData) -> int:
+    return max((len(r.metrics) for r in data.all_runs()), default=0)
+
+
+# ---- summary ------------------------------------------------------------------------------------------------
+
+
+def summary_section(data: CompareData) -> str:
+    """Final reward, eval reward and win rate per algorithm with 95% intervals over seeds, and what is within noise."""
+    if not data.all_runs():
+        return section("summary", "Summary", note("No training metrics found yet: nothing to compare."))
+    parts = [_setup(data), _final_table(data), "<ul>" + "".join(f"<li>{s}</li>" for s in _findings(data)) + "</ul>"]
+    return section("summary", "Summary", "".join(parts))
+
+
+def _setup(data: CompareData) -> str:
+    runs = "; ".join(f"{escape(a)}: {len(data.runs.get(a, []))} seed(s)" for a in data.algorithms)
+    text = (f"<p>{runs}; up to {n_steps(data)} steps. Final training values average the last "
+            f"{tail_window(n_steps(data))} step(s) of each run. Intervals are 95% Student t over seeds "
+            f"(a seed is one independent training run).</p>")
+    if data.missing:
+        text += note("Not found (sections that need them say so): " + ", ".join(data.missing))
+    return text
+
+
+def _final_table(data: CompareData) -> str:
+    rows = []
+    for a in data.algorithms:
+        rows.append([escape(a), str(len(data.runs.get(a, []))),
+                     ci_cell(mean_ci(finals(data, a, "reward/mean")), "final_reward", a),
+                     ci_cell(mean_ci(eval_rewards(data, a)), "eval_reward", a),
+                     ci_cell(mean_ci(seed_win_rates(data, a)), "win_rate", a)])
+    base = [rows for rows in eval_by_model(data).values() if model_algorithm(rows) == "base"]
+    if base:
+        rows.append(["base", "—", "—", ci_cell((eval_mean(base[0]), math.nan, math.nan), "eval_reward", "base",
+                                               over="models"), "—"])
+    return table(["algorithm", "seeds", "final training reward", "eval reward", "win rate vs base"], rows,
+                 cls="summary")
+
+
+def _findings(data: CompareData) -> list[str]:
+    out = []
+    for a, b in combinations(data.algorithms, 2):
+        for label, va, vb in (("final training reward", finals(data, a, "reward/mean"), finals(data, b, "reward/mean")),
+                              ("eval reward", eval_rewards(data, a), eval_rewards(data, b))):
+            out.append(_difference_sentence(label, a, b, va, vb))
+    for a in data.algorithms:
+        out.append(_win_sentence(a, mean_ci(seed_win_rates(data, a))))
+        rose, fell = _rose_fell(data, a)
+        if rose and fell:
+            out.append(f"{escape(a)}: {', '.join(map(escape, rose))} rose while {', '.join(map(escape, fell))} fell "
+                       "during training (see Reward hacking).")
+    return out
+
+
+def _difference_sentence(label: str, a: str, b: str, va: list[float], vb: list[float]) -> str:
+    d = difference_within_noise(va, vb)
+    name = f"{escape(a)} − {escape(b)} {label}"
+    if not math.isfinite(d.diff):
+        return f"{name}: no data."
+    if d.verdict == CANNOT_TELL:
+        return f"{name}: {d.diff:+.3f}; cannot tell whether this is noise (needs at least 2 seeds on each side)."
+    span = f"95% Welch interval [{d.lo:+.3f}, {d.hi:+.3f}]"
+    if d.verdict in (A_HIGHER, B_HIGHER):
+        winner = a if d.verdict == A_HIGHER else b
+        return f"{name}: {d.diff:+.3f} ({span}): {escape(winner)} is higher beyond seed noise."
+    return f"{name}: {d.diff:+.3f} ({span}): within noise."
+
+
+def _win_sentence(algorithm: str, ci: tuple[float, float, float]) -> str:
+    mean, lo, hi = ci
+    if not math.isfinite(mean):
+        return f"{escape(algorithm)} vs base: no pairwise judgements."
+    if not math.isfinite(lo):
+        return f"{escape(algorithm)} vs base: win rate {fmt(mean)} (single seed: no interval over seeds)."
+    verdict = ("preferred over base" if lo > 0.5 else "base preferred" if hi < 0.5
+               else "not distinguishable from base (0.5 is a tie)")
+    return f"{escape(algorithm)} vs base: win rate {fmt(mean)} [{fmt(lo)}, {fmt(hi)}]: {verdict}."
+
+
+def _rose_fell(data: CompareData, algorithm: str) -> tuple[list[str], list[str]]:
+    deltas = {d: [early_late_delta(r, f"score/{d}") for r in data.runs.get(algorithm, [])] for d in data.dimensions}
+    return rose_and_fell(deltas, ROSE_FELL_TOL)
+
+
+# ---- figure sections ----------------------------------------------------------------------------------------
+
+
+def curves_section(data: CompareData, images: dict[str, str | None]) -> str:
+    caption = (f"<p>Line: mean over seeds, trailing average over {smooth_window(n_steps(data))} step(s); "
+               "band: range (min to max) over seeds.</p>")
+    return section("curves", "Training curves", caption + image(images.get("curves"), "training curves",
+                                                                "No training metrics to plot."))
+
+
+def dimensions_section(data: CompareData, images: dict[str, str | None]) -> str:
+    body = "<h3>Judge scores during training (normalised, 0 to 1)</h3>"
+    body += image(images.get("dimension_curves"), "per-dimension score curves", "No per-dimension scores logged.")
+    body += "<h3>Final evaluation on held-out prompts</h3>"
+    if images.get("eval_dimensions") is None:
+        return section("dimensions", "Dimensions", body + note("No evaluation yet: eval/eval.jsonl not found or empty."))
+    body += image(images["eval_dimensions"], "eval scores per dimension", "")
+    body += "<p>Error bars: 95% t interval over seeds (none for base or a single seed).</p>"
+    groups = ["base"] + data.algorithms
+    by_model = eval_by_model(data)
+    rows = []
+    for g in groups:
+        models = [m for m in by_model.values() if model_algorithm(m) == g]
+        if models:
+            rows.append([escape(g)] + [ci_cell(mean_ci([eval_mean(m, d) for m in models]), f"eval/{d}", g,
+                                               over="models" if g == "base" else "seeds") for d in data.dimensions])
+    return section("dimensions", "Dimensions", body + table(["model"] + [escape(d) for d in data.dimensions], rows))
+
+
+def attribution_section(data: CompareData, images: dict[str, str | None]) -> str:
+    body = ("<p>Share of each update's advantage carried by each dimension: cov(A, w·s<sub>d</sub>) / Σ cov; "
+            "shares sum to about 1 and can be negative.</p>")
+    body += image(images.get("attribution"), "attribution over steps", "No attribution logged.")
+    rows = [[escape(a)] + [ci_cell(mean_ci(finals(data, a, f"attribution/{d}")), f"attribution/{d}", a)
+                           for d in data.dimensions] for a in data.algorithms]
+    body += "<p>Final share (last tenth of steps), mean over seeds:</p>"
+    return section("attribution", "Reward attribution", body + table(["algorithm"] + list(map(escape, data.dimensions)),
+                                                                     rows))
+
+
+def hacking_section(data: CompareData, images: dict[str, str | None]) -> str:
+    body = image(images.get("hacking"), "length vs reward and judge confidence", "No training samples to plot.")
+    rows, lines = [], []
+    for a in data.algorithms:
+        runs = data.runs.get(a, [])
+        deltas = [mean_ci([early_late_delta(r, f"score/{d}") for r in runs]) for d in data.dimensions]
+        extra = [mean_ci([early_late_delta(r, k) for r in runs]) for k in ("response_length/mean", "confidence/mean")]
+        corr = mean_ci(finals(data, a, "corr/length_reward"))
+        rows.append([escape(a)] + [ci_cell(c, "delta", a) for c in deltas + extra] + [ci_cell(corr, "corr", a)])
+        rose, fell = _rose_fell(data, a)
+        if rose and fell:
+            lines.append(f"{escape(a)}: rose {', '.join(map(escape, rose))}; fell {', '.join(map(escape, fell))}.")
+        else:
+            lines.append(f"{escape(a)}: no dimension rose while another fell.")
+    q = max(1, n_steps(data) // 4)
+    body += (f"<p>Change from early to late training (mean of the last {q} step(s) minus the first {q}), "
+             "mean over seeds, and the final length–reward correlation:</p>")
+    body += table(["algorithm"] + [f"Δ {escape(d)}" for d in data.dimensions]
+                  + ["Δ length (tokens)", "Δ judge confidence", "corr(length, reward)"], rows)
+    body += (f"<p>A dimension counts as rising (falling) when its change exceeds {ROSE_FELL_TOL} in the mean and has "
+             "the same sign in every seed. Dimensions that rose while others fell:</p>")
+    body += "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"
+    return section("hacking", "Reward hacking checks", body)
+
+
+def timing_section(data: CompareData, images: dict[str, str | None]) -> str:
+    body = image(images.get("timing"), "seconds per stage per step", "No timing logged.")
+    rows = []
+    for a in data.algorithms:
+        t = stage_seconds(data, a)
+        tps = [v for r in data.runs.get(a, []) for v in r.series("tokens_per_s") if math.isfinite(v)]
+        rows.append([escape(a)] + [f'<td class="num">{fmt(t[s], 2)}</td>' for s in (*STAGES, "other")]
+                    + [f'<td class="num">{fmt(sum(tps) / len(tps) if tps else math.nan, 1)}</td>'])
+    body += table(["algorithm", *STAGES, "other", "tokens/s"], rows)
+    return section("timing", "Timing (mean seconds per step)", body)
+
+
+# ---- tables -------------------------------------------------------------------------------------------------
+
+
+def stability_section(data: CompareData) -> str:
+    if not data.all_runs():
+        return section("stability", "Stability", note("No training metrics yet."))
+    rows = []
+    for a in data.algorithms:
+        reach = []
+        for run in data.runs.get(a, []):
+            idx = steps_to_fraction(run.series("reward/mean"), 0.9, smooth_window(len(run.metrics)))
+            reach.append(math.nan if idx is None else run.steps[idx])
+            rows.append(_stability_row(run, reach[-1]))
+        rows.append([f"<b>{escape(a)}</b>", "all seeds", ci_cell(mean_ci(reach), "steps_to_90", a),
+                     ci_cell(mean_ci(finals(data, a, "reward/std")), "reward_std", a), "", ""])
+    body = ("<p>Steps to 90%: first step at which the smoothed reward covers 90% of its change from the first to the "
+            "last step. KL spikes: steps where KL &gt; median + 3·MAD of the run.</p>")
+    return section("stability", "Stability", body + table(
+        ["algorithm", "run", "steps to 90% of final reward", "final reward std", "KL spikes (steps)", "skipped updates"],
+        rows))
+
+
+def _stability_row(run: Run, reach: float) -> list[str]:
+    spikes = [run.steps[i] for i in kl_spikes(run.series("kl/mean"))]
+    skipped = sum(1 for r in run.metrics if r.get("skipped_update") is True)
+    return [escape(run.algorithm), escape(run.name), f'<td class="num">{fmt(reach, 0)}</td>',
+            f'<td class="num">{fmt(final_value(run, "reward/std"))}</td>',
+            escape(", ".join(map(str, spikes)) or "none"), f'<td class="num">{skipped}</td>']
+
+
+def winrates_section(data: CompareData) -> str:
+    wins = wins_by_model(data)
+    if not wins:
+        return section("winrates", "Win rates vs base", note("No pairwise judgements yet: eval/pairwise.jsonl not "
+                                                             "found or empty."))
+    rows = []
+    for model, (alg, w, skipped) in sorted(wins.items(), key=lambda kv: (kv[1][0], kv[0])):
+        rows.append([escape(model), escape(alg), f'<td class="num">{len(w)}</td>', f'<td class="num">{skipped}</td>',
+                     ci_cell(win_rate_ci(w), "win_rate_model", model, over="prompts")])
+    per_alg = [[escape(a), ci_cell(mean_ci(seed_win_rates(data, a)), "win_rate", a)] for a in data.algorithms]
+    body = ("<p>Per prompt, win = (P(better | shown first) + P(better | shown second)) / 2, so a tie counts half and "
+            "position bias cancels; a prompt missing either verdict is skipped. Per model: 95% Wilson interval over "
+            "prompts.</p>")
+    body += table(["model", "algorithm", "prompts", "skipped", "win rate [95% Wilson]"], rows)
+    body += "<p>Per algorithm: mean of its seeds' win rates, 95% t interval over seeds.</p>"
+    return section("winrates", "Win rates vs base", body + table(["algorithm", "win rate"], per_alg))
+
+
+def examples_section(data: CompareData) -> str:
+    by_model = eval_by_model(data)
+    models = _example_models(data, by_model)
+    if "base" not in models or len(models) < 2:
+        return section("examples", "Examples", note("No evaluation yet: need base and trained eval rows."))
+    by_prompt = {m: {r.get("prompt_id"): r for r in by_model[m]} for m in models}
+    chosen = _pick_prompts(by_prompt, models)
+    rows = [[f"<pre class=\"resp\">{escape(str(by_prompt['base'][pid].get('prompt', '')))}</pre>"]
+            + [_response_cell(by_prompt[m][pid]) for m in models] for pid in chosen]
+    body = (f"<p>The {len(chosen)} eval prompt(s) where a trained model's reward moved most from base; "
+            "scores are raw judge scores, reward the aggregated one.</p>")
+    return section("examples", "Examples", body + table(["prompt"] + [escape(m) for m in models], rows, "examples"))
+
+
+def _example_models(data: CompareData, by_model: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """base, then the first evaluated model (lowest seed order in compare.json) of each algorithm."""
+    models = ["base"] if "base" in by_model else []
+    for a in data.algorithms:
+        names = data.meta.get("runs", {}).get(a) or [m for m, rows in by_model.items() if model_algorithm(rows) == a]
+        models += [n for n in names if n in by_model][:1]
+    return models
+
+
+def _pick_prompts(by_prompt: dict[str, dict[Any, dict[str, Any]]], models: list[str]) -> list[Any]:
+    common = set.intersection(*(set(rows) for rows in by_prompt.values()))
+
+    def moved(pid: Any) -> float:
+        base = finite([by_prompt["base"][pid].get("reward")])
+        trained = finite([by_prompt[m][pid].get("reward") for m in models[1:]])
+        return max((abs(r - base[0]) for r in trained), default=0.0) if base else 0.0
+
+    return sorted(common, key=lambda pid: (-moved(pid), str(pid)))[:N_EXAMPLES]
+
+
+def _response_cell(row: dict[str, Any]) -> str:
+    scores = row.get("scores") or {}
+    score_text = ", ".join(f"{escape(str(d))} {escape(str(v)) if v is not None else '—'}" for d, v in scores.items())
+    reward = row.get("reward")
+    out = (f"<pre class=\"resp\">{escape(str(row.get('response', '')))}</pre>"
+           f"<div>{score_text}; reward {fmt(reward) if isinstance(reward, (int, float)) else '—'}</div>")
+    rationale = {d: t for d, t in (row.get("rationale") or {}).items() if t}
+    if rationale:
+        items = "".join(f"<li><b>{escape(str(d))}</b>: {escape(str(t))}</li>" for d, t in rationale.items())
+        out += f"<details><summary>judge rationale</summary><ul>{items}</ul></details>"
+    return out
