@@ -159,9 +159,12 @@ def test_summary_numbers_hand_checked(built):
     # each model: prompt wins (0.9+0.7)/2 = 0.8 and tie 0.5, prompt 2 skipped → 0.65
     assert summary_value(html, "win_rate", "ppo") == pytest.approx(0.65)
     summary = section_html(html, "summary")
-    # 0.525 − 0.425 = 0.1 exactly in both seeds → zero spread → beyond noise
-    assert "ppo − reinforce final training reward: +0.100" in summary and "ppo is higher" in summary
+    # Welch: var/n = 0.00125/2 on each side, se = √0.00125 = 0.035355, df = 0.00125² / (2·0.000625²) = 2
+    # half = 4.303·0.035355 = 0.152 → [−0.052, +0.252] contains 0
+    assert "ppo − reinforce final training reward: +0.100 (95% Welch interval [-0.052, +0.252]): within noise" in summary
     assert "verbosity rose while correctness fell" in summary
+    # both algorithms score 0.6 and 0.65 on every dimension per seed → difference 0
+    assert "helpfulness +0.000 (within noise)" in summary
 
 
 def test_stability_hacking_and_winrate_tables(built):
@@ -202,6 +205,18 @@ def test_missing_eval_and_single_seed(tmp_path):
     summary = section_html(html, "summary")
     assert "single seed: no interval" in summary and "cannot tell" in summary
     assert "eval/eval.jsonl" in summary
+
+
+def test_no_runs_yet_every_section_says_so(tmp_path):
+    cmp_dir = make_compare(tmp_path / "CMP", with_eval=False)
+    for run in cmp_dir.glob("*-seed*"):
+        shutil.rmtree(run)
+    html = build_report(cmp_dir).read_text(encoding="utf-8")
+    for sid in SECTIONS:
+        section_html(html, sid)
+    assert images(html) == []
+    assert "No training metrics found yet" in section_html(html, "summary")
+    assert "No training metrics to plot" in section_html(html, "curves")
 
 
 def test_torn_last_line_is_skipped(tmp_path):

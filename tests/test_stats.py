@@ -15,6 +15,7 @@ def test_t_critical_matches_table():
     # df 2 in closed form: P(|T|<t) = t/√(2+t²) = 0.95 → t = 0.95·√2/√(1−0.95²) = 4.30265
     assert t_critical(0.95, 2) == pytest.approx(0.95 * math.sqrt(2) / math.sqrt(1 - 0.95 ** 2), rel=1e-9)
     assert t_critical(0.95, 2.9) == t_critical(0.95, 2)  # Welch df is floored
+    assert t_critical(0.95, 2 - 1e-12) == t_critical(0.95, 2)  # but rounding error is not
 
 
 def test_mean_ci_three_values():

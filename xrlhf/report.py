@@ -13,8 +13,8 @@ from typing import Callable
 from xrlhf import report_figures as figs
 from xrlhf.report_data import CompareData, load_compare
 from xrlhf.report_sections import (attribution_section, curves_section, dimensions_section, examples_section,
-                                   hacking_section, stability_section, summary_section, timing_section,
-                                   winrates_section)
+                                   hacking_section, stability_section, timing_section, winrates_section)
+from xrlhf.report_summary import summary_section
 
 __all__ = ["build_report", "load_compare"]
 
@@ -33,10 +33,11 @@ CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 0 auto; padding: 1em 1.5em; color: #222; }
 h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 nav a { margin-right: 1em; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .8em 0; font-size: 14px; }
 th, td { border: 1px solid #ddd; padding: .3em .6em; vertical-align: top; text-align: left; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.ci { color: #666; font-size: 90%; } .note { color: #8a5a00; } .meta { color: #555; font-size: 90%; }
+.ci { color: #666; font-size: 90%; white-space: nowrap; } .note { color: #8a5a00; } .meta { color: #555; font-size: 90%; }
 img { max-width: 100%; height: auto; display: block; margin: .6em 0; }
 pre.resp { white-space: pre-wrap; word-break: break-word; max-height: 18em; overflow: auto; margin: 0;
            font: 13px/1.35 ui-monospace, monospace; background: #fafafa; padding: .3em; }

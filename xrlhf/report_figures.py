@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -43,15 +44,23 @@ def _band(ax, data: CompareData, algorithm: str, key: str) -> bool:
     steps, rows = aligned(runs, key)
     m = np.array(rows, dtype=float)  # [seeds, steps]
     window = smooth_window(len(steps))
-    with np.errstate(all="ignore"):
-        mean = smooth(list(np.nanmean(m, axis=0)), window)
-        lo = smooth(list(np.nanmin(m, axis=0)), window)
-        hi = smooth(list(np.nanmax(m, axis=0)), window)
+    mean, lo, hi = (smooth(_over_seeds(f, m), window) for f in (np.nanmean, np.nanmin, np.nanmax))
     c = colour(algorithm, data.algorithms)
     ax.plot(steps, mean, color=c, label=f"{algorithm} ({len(runs)} seed{'s' * (len(runs) > 1)})")
     if len(runs) > 1:
         ax.fill_between(steps, lo, hi, color=c, alpha=0.2, linewidth=0)
     return True
+
+
+def _over_seeds(reduce, m: np.ndarray) -> list[float]:
+    """Column-wise nan-aware reduction; a step where no seed has a value stays nan without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return list(reduce(m, axis=0))
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
 
 
 def _panel_grid(n: int, ncols: int, height: float = 3.0) -> tuple[Figure, list]:
@@ -73,7 +82,7 @@ def _curve_panels(data: CompareData, panels: list[tuple[str, str]], ncols: int) 
         if any(shown):
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            _no_data(ax)
     return _png(fig) if drew else None
 
 
@@ -102,14 +111,13 @@ def attribution_figure(data: CompareData) -> bytes | None:
             if not any(r.has(key) for r in runs):
                 continue
             steps, rows = aligned(runs, key)
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(np.array(rows, dtype=float), axis=0)
-            ax.plot(steps, smooth(list(mean), smooth_window(len(steps))), color=f"C{i % 10}", label=dim)
+            mean = _over_seeds(np.nanmean, np.array(rows, dtype=float))
+            ax.plot(steps, smooth(mean, smooth_window(len(steps))), color=f"C{i % 10}", label=dim)
         if ax.lines:
             drew = True
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            _no_data(ax)
         ax.axhline(0, color="0.3", linewidth=0.8)
         ax.set_title(f"{algorithm}: share of advantage", fontsize=10)
         ax.set_xlabel("step")
@@ -140,7 +148,7 @@ def eval_bars_figure(data: CompareData) -> bytes | None:
     ax.set_xticks(x, data.dimensions)
     ax.set_ylabel("mean normalised score")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=len(groups), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return _png(fig)
 
 
@@ -161,10 +169,14 @@ def hacking_figure(data: CompareData) -> bytes | None:
     axes[0].set(title="response length vs reward (training samples)", xlabel="tokens", ylabel="reward")
     if axes[0].collections:
         axes[0].legend(fontsize=8)
+    else:
+        _no_data(axes[0])
     for ax, (key, title) in zip(axes[1:], (("confidence/mean", "judge confidence"),
                                            ("corr/length_reward", "corr(length, reward) per batch"))):
         if any([_band(ax, data, a, key) for a in data.algorithms]):
             ax.legend(fontsize=8)
+        else:
+            _no_data(ax)
         ax.set(title=title, xlabel="step")
     for ax in axes:
         ax.title.set_fontsize(10)

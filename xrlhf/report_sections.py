@@ -1,4 +1,4 @@
-"""The HTML sections of the comparison report; every sentence is computed from the numbers it states.
+"""The HTML sections of the comparison report (all but the summary) and the helpers they share.
 
 Everything that came from a run (prompts, responses, rationales, names) is HTML-escaped: it is untrusted text.
 """
@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import math
 from html import escape
-from itertools import combinations
 from typing import Any
 
 from xrlhf.report_data import (CompareData, Run, early_late_delta, eval_by_model, eval_mean, final_value,
-                               model_algorithm, tail_window, wins_by_model)
+                               model_algorithm, wins_by_model)
 from xrlhf.report_figures import STAGES, smooth_window, stage_seconds
-from xrlhf.stats import (A_HIGHER, B_HIGHER, CANNOT_TELL, difference_within_noise, finite, kl_spikes, mean_ci,
-                         rose_and_fell, steps_to_fraction, win_rate_ci)
+from xrlhf.stats import finite, kl_spikes, mean_ci, rose_and_fell, steps_to_fraction, win_rate_ci
 
 ROSE_FELL_TOL = 0.05
 N_EXAMPLES = 4
@@ -48,7 +46,7 @@ def table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
     head = "".join(f"<th>{h}</th>" for h in headers)
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def image(uri: str | None, alt: str, missing: str) -> str:
@@ -82,86 +80,12 @@ def seed_win_rates(data: CompareData, algorithm: str) -> list[float]:
 
 
 def n_steps(data: CompareData) -> int:
+    """Steps of the longest run (runs still training can be shorter)."""
     return max((len(r.metrics) for r in data.all_runs()), default=0)
 
 
-# ---- summary ------------------------------------------------------------------------------------------------
-
-
-def summary_section(data: CompareData) -> str:
-    """Final reward, eval reward and win rate per algorithm with 95% intervals over seeds, and what is within noise."""
-    if not data.all_runs():
-        return section("summary", "Summary", note("No training metrics found yet: nothing to compare."))
-    parts = [_setup(data), _final_table(data), "<ul>" + "".join(f"<li>{s}</li>" for s in _findings(data)) + "</ul>"]
-    return section("summary", "Summary", "".join(parts))
-
-
-def _setup(data: CompareData) -> str:
-    runs = "; ".join(f"{escape(a)}: {len(data.runs.get(a, []))} seed(s)" for a in data.algorithms)
-    text = (f"<p>{runs}; up to {n_steps(data)} steps. Final training values average the last "
-            f"{tail_window(n_steps(data))} step(s) of each run. Intervals are 95% Student t over seeds "
-            f"(a seed is one independent training run).</p>")
-    if data.missing:
-        text += note("Not found (sections that need them say so): " + ", ".join(data.missing))
-    return text
-
-
-def _final_table(data: CompareData) -> str:
-    rows = []
-    for a in data.algorithms:
-        rows.append([escape(a), str(len(data.runs.get(a, []))),
-                     ci_cell(mean_ci(finals(data, a, "reward/mean")), "final_reward", a),
-                     ci_cell(mean_ci(eval_rewards(data, a)), "eval_reward", a),
-                     ci_cell(mean_ci(seed_win_rates(data, a)), "win_rate", a)])
-    base = [rows for rows in eval_by_model(data).values() if model_algorithm(rows) == "base"]
-    if base:
-        rows.append(["base", "—", "—", ci_cell((eval_mean(base[0]), math.nan, math.nan), "eval_reward", "base",
-                                               over="models"), "—"])
-    return table(["algorithm", "seeds", "final training reward", "eval reward", "win rate vs base"], rows,
-                 cls="summary")
-
-
-def _findings(data: CompareData) -> list[str]:
-    out = []
-    for a, b in combinations(data.algorithms, 2):
-        for label, va, vb in (("final training reward", finals(data, a, "reward/mean"), finals(data, b, "reward/mean")),
-                              ("eval reward", eval_rewards(data, a), eval_rewards(data, b))):
-            out.append(_difference_sentence(label, a, b, va, vb))
-    for a in data.algorithms:
-        out.append(_win_sentence(a, mean_ci(seed_win_rates(data, a))))
-        rose, fell = _rose_fell(data, a)
-        if rose and fell:
-            out.append(f"{escape(a)}: {', '.join(map(escape, rose))} rose while {', '.join(map(escape, fell))} fell "
-                       "during training (see Reward hacking).")
-    return out
-
-
-def _difference_sentence(label: str, a: str, b: str, va: list[float], vb: list[float]) -> str:
-    d = difference_within_noise(va, vb)
-    name = f"{escape(a)} − {escape(b)} {label}"
-    if not math.isfinite(d.diff):
-        return f"{name}: no data."
-    if d.verdict == CANNOT_TELL:
-        return f"{name}: {d.diff:+.3f}; cannot tell whether this is noise (needs at least 2 seeds on each side)."
-    span = f"95% Welch interval [{d.lo:+.3f}, {d.hi:+.3f}]"
-    if d.verdict in (A_HIGHER, B_HIGHER):
-        winner = a if d.verdict == A_HIGHER else b
-        return f"{name}: {d.diff:+.3f} ({span}): {escape(winner)} is higher beyond seed noise."
-    return f"{name}: {d.diff:+.3f} ({span}): within noise."
-
-
-def _win_sentence(algorithm: str, ci: tuple[float, float, float]) -> str:
-    mean, lo, hi = ci
-    if not math.isfinite(mean):
-        return f"{escape(algorithm)} vs base: no pairwise judgements."
-    if not math.isfinite(lo):
-        return f"{escape(algorithm)} vs base: win rate {fmt(mean)} (single seed: no interval over seeds)."
-    verdict = ("preferred over base" if lo > 0.5 else "base preferred" if hi < 0.5
-               else "not distinguishable from base (0.5 is a tie)")
-    return f"{escape(algorithm)} vs base: win rate {fmt(mean)} [{fmt(lo)}, {fmt(hi)}]: {verdict}."
-
-
-def _rose_fell(data: CompareData, algorithm: str) -> tuple[list[str], list[str]]:
+def rose_fell(data: CompareData, algorithm: str) -> tuple[list[str], list[str]]:
+    """Dimensions whose training score rose / fell from early to late, consistently over the algorithm's seeds."""
     deltas = {d: [early_late_delta(r, f"score/{d}") for r in data.runs.get(algorithm, [])] for d in data.dimensions}
     return rose_and_fell(deltas, ROSE_FELL_TOL)
 
@@ -211,11 +135,11 @@ def hacking_section(data: CompareData, images: dict[str, str | None]) -> str:
     rows, lines = [], []
     for a in data.algorithms:
         runs = data.runs.get(a, [])
-        deltas = [mean_ci([early_late_delta(r, f"score/{d}") for r in runs]) for d in data.dimensions]
-        extra = [mean_ci([early_late_delta(r, k) for r in runs]) for k in ("response_length/mean", "confidence/mean")]
-        corr = mean_ci(finals(data, a, "corr/length_reward"))
-        rows.append([escape(a)] + [ci_cell(c, "delta", a) for c in deltas + extra] + [ci_cell(corr, "corr", a)])
-        rose, fell = _rose_fell(data, a)
+        keys = [f"score/{d}" for d in data.dimensions] + ["response_length/mean", "confidence/mean"]
+        deltas = [ci_cell(mean_ci([early_late_delta(r, k) for r in runs]), f"delta/{k}", a) for k in keys]
+        corr = ci_cell(mean_ci(finals(data, a, "corr/length_reward")), "corr/length_reward", a)
+        rows.append([escape(a)] + deltas + [corr])
+        rose, fell = rose_fell(data, a)
         if rose and fell:
             lines.append(f"{escape(a)}: rose {', '.join(map(escape, rose))}; fell {', '.join(map(escape, fell))}.")
         else:

@@ -52,7 +52,7 @@ def t_critical(confidence: float, df: float) -> float:
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    nu = int(math.floor(df))
+    nu = int(math.floor(df + 1e-9))  # a Welch df of 1.9999999999 is 2 computed in floating point
     if nu < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
     hi = 1.0

