@@ -96,14 +96,14 @@ def _bundle(r: Any) -> dict[str, float]:
     return b
 
 
-def prompts_for_step(prompts: list[str], step: int, per_step: int, seed: int) -> list[str]:
+def prompts_for_step(prompts: list[str], step: int, per_step: int, seed: int, shuffle: bool = True) -> list[str]:
     """Deterministic in (seed, step): a resumed run sees exactly the prompts it would have seen."""
     n = len(prompts)
     out = []
     for i in range(step * per_step, (step + 1) * per_step):
         epoch, pos = divmod(i, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        out.append(prompts[perm[pos]])
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else range(n)
+        out.append(prompts[order[pos]])
     return out
 
 
@@ -142,7 +142,8 @@ class Controller:
         self._sync_weights()
         self.wandb = _wandb_run(cfg, self.run.path)
         for step in range(start, cfg.steps):
-            row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step, cfg.seed))
+            row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step,
+                                                                   cfg.seed, cfg.data.shuffle))
             if (step + 1) % cfg.checkpoint.every == 0 or step + 1 == cfg.steps:
                 self._checkpoint(step + 1)
             if self.wandb is not None:
