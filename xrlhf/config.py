@@ -97,6 +97,8 @@ class HttpJudgeConfig(Strict):
     api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, gt=0)  # retry waits are random in [0, backoff_s * 2^attempt], capped below
+    max_backoff_s: float = Field(8.0, gt=0)
     top_logprobs: int = Field(20, gt=0)
     concurrency: int = Field(8, gt=0)
 

@@ -1,0 +1,178 @@
+"""A thread-safe, retrying client for the completion endpoints of any OpenAI-compatible server."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from xrlhf.config import HttpJudgeConfig
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 429}  # plus every 5xx: the server may answer if asked again
+
+
+class CompletionError(RuntimeError):
+    """A completion failed for good: retries ran out, or the server refused (e.g. 401) in a way retrying cannot fix."""
+
+
+class RetryableError(RuntimeError):
+    """The server answered with something worth asking for again: a 5xx/408/429 or a body that is no completion."""
+
+
+@dataclass
+class Completion:
+    """The first choice of a completion: its text and its first token's top logprobs (token text -> logprob)."""
+
+    text: str
+    top_logprobs: dict[str, float] | None = None
+
+
+class CompletionClient:
+    """POSTs one prompt per request to {base_url}/completions, falling back to /chat/completions on a 404.
+
+    Timeouts, connection errors, 5xx/408/429 and unparseable bodies are retried with jittered
+    exponential backoff, max_retries times; the API key is sent as a bearer header and redacted
+    from every message this client writes or raises.
+    """
+
+    def __init__(self, http: HttpJudgeConfig, api_key: str | None = None) -> None:
+        self.http = http
+        self._key = api_key
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=http.concurrency, max_keepalive_connections=http.concurrency)
+        self._client = httpx.Client(base_url=http.base_url, headers=headers, timeout=http.timeout_s, limits=limits)
+        self._chat = False
+        self._lock = threading.Lock()
+        self._counts = {"requests": 0, "failures": 0, "retries": 0}
+
+    def __repr__(self) -> str:
+        return f"CompletionClient(base_url={self.http.base_url!r}, model={self.http.model!r}, api_key=***)"
+
+    def complete(self, prompt: str, max_tokens: int, top_logprobs: int | None = None) -> Completion:
+        """One completion at temperature 0; raises CompletionError (key redacted) once retries are spent."""
+        self._count("requests")
+        retrying = Retrying(stop=stop_after_attempt(self.http.max_retries + 1),
+                            wait=wait_random_exponential(multiplier=self.http.backoff_s, max=self.http.max_backoff_s),
+                            retry=retry_if_exception_type((httpx.TransportError, RetryableError)),
+                            before_sleep=self._before_retry, reraise=True)
+        try:
+            return retrying(self._complete_once, prompt, max_tokens, top_logprobs)
+        except (httpx.HTTPError, RetryableError, CompletionError) as exc:
+            self._count("failures")
+            raise CompletionError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+
+    def take_counts(self) -> dict[str, int]:
+        """Requests, failures and retries since the last call, then reset."""
+        with self._lock:
+            out, self._counts = self._counts, {k: 0 for k in self._counts}
+        return out
+
+    def redact(self, text: str) -> str:
+        """text with the API key replaced by ***."""
+        return text.replace(self._key, "***") if self._key else text
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        self._count("retries")
+        exc = state.outcome.exception() if state.outcome else None
+        log.debug("judge request attempt %d failed (%s); retrying", state.attempt_number,
+                  self.redact(f"{type(exc).__name__}: {exc}"))
+
+    def _complete_once(self, prompt: str, max_tokens: int, top_logprobs: int | None) -> Completion:
+        chat = self._chat
+        path, body = _chat_request(prompt, max_tokens, top_logprobs) if chat \
+            else _completions_request(prompt, max_tokens, top_logprobs)
+        response = self._client.post(path, json={"model": self.http.model, **body})
+        if response.status_code == 404 and not chat:
+            log.warning("%s/completions answered 404; using /chat/completions from now on", self.http.base_url)
+            self._chat = True
+            return self._complete_once(prompt, max_tokens, top_logprobs)
+        self._check_status(response)
+        try:
+            data = response.json()
+            return _parse_chat(data, top_logprobs) if chat else _parse_completion(data, top_logprobs)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise RetryableError(f"unusable response body ({type(exc).__name__}: {exc}): "
+                                 f"{response.text[:200]!r}") from None
+
+    def _check_status(self, response: httpx.Response) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        message = f"HTTP {code} from {response.request.url}: {response.text[:200]!r}"
+        if code >= 500 or code in RETRY_STATUS:
+            raise RetryableError(message)
+        raise CompletionError(message)
+
+
+def _completions_request(prompt: str, max_tokens: int, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+    if top_logprobs:
+        body["logprobs"] = top_logprobs
+    return "/completions", body
+
+
+def _chat_request(prompt: str, max_tokens: int, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                            "temperature": 0.0}
+    if top_logprobs:
+        body.update(logprobs=True, top_logprobs=top_logprobs)
+    return "/chat/completions", body
+
+
+def _parse_completion(data: Any, top_logprobs: int | None) -> Completion:
+    # Legacy completions: choices[0].logprobs.top_logprobs is a list (one per token) of {token: logprob}.
+    choice = data["choices"][0]
+    text = choice["text"]
+    if not isinstance(text, str):
+        raise TypeError(f"choices[0].text is {type(text).__name__}, not str")
+    if not top_logprobs:
+        return Completion(text)
+    first = choice["logprobs"]["top_logprobs"][0]
+    return Completion(text, merge_whitespace_variants(first.items()))
+
+
+def _parse_chat(data: Any, top_logprobs: int | None) -> Completion:
+    # Chat: choices[0].logprobs.content is a list (one per token) of {token, logprob, top_logprobs: [...]}.
+    choice = data["choices"][0]
+    text = choice["message"]["content"]
+    if not isinstance(text, str):
+        raise TypeError(f"choices[0].message.content is {type(text).__name__}, not str")
+    if not top_logprobs:
+        return Completion(text)
+    first = choice["logprobs"]["content"][0]["top_logprobs"]
+    return Completion(text, merge_whitespace_variants((t["token"], t["logprob"]) for t in first))
+
+
+def merge_whitespace_variants(pairs: Any) -> dict[str, float]:
+    """{token.strip(): logprob}, with variants that strip alike (" 3", "3") summed in probability.
+
+    Raises ValueError on an empty list or a logprob that is not a number, so garbage gets retried.
+    """
+    merged: dict[str, float] = {}
+    for token, logprob in pairs:
+        if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
+            raise ValueError(f"top_logprobs entry {token!r}: {logprob!r} is not token: number")
+        key = token.strip()
+        merged[key] = _logaddexp(merged[key], float(logprob)) if key in merged else float(logprob)
+    if not merged:
+        raise ValueError("empty top_logprobs")
+    return merged
+
+
+def _logaddexp(a: float, b: float) -> float:
+    hi, lo = max(a, b), min(a, b)
+    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
