@@ -136,6 +136,13 @@ def cmd_judge(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from xrlhf.judge.cli import judge_file, judge_one
 
+    try:
+        return _judge(cfg, args, judge_file, judge_one)
+    except _user_errors() as exc:
+        raise UserFacingError(str(exc)) from None
+
+
+def _judge(cfg, args: argparse.Namespace, judge_file, judge_one) -> int:
     if args.input:
         if not args.output:
             raise UserFacingError("--input needs --output")

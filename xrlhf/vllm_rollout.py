@@ -79,7 +79,7 @@ class VLLMSampler:
                                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
         return cls(resolve(cfg.model.name, cfg.model.cache_dir), lora=True, max_lora_rank=_vllm_rank(lora.r),
                    gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                   dtype="bfloat16" if cfg.model.dtype == "float32" else cfg.model.dtype, seed=cfg.seed,
+                   dtype=cfg.model.dtype, seed=cfg.seed,
                    adapter_config=adapter_config,
                    max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
 
