@@ -97,8 +97,11 @@ def test_sigkill_mid_run_then_resume_has_each_step_once(tmp_path):
 
 
 def test_ray_job_submit_to_a_local_head(tmp_path):
+    import secrets
+
     port, dash = "6391", "8291"
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    # Ray 2.60 clusters require a token: the head and the submitting client share one.
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=4",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
                     "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)

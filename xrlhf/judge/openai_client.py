@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from xrlhf.config import HttpJudgeConfig
@@ -167,12 +167,7 @@ def merge_whitespace_variants(pairs: Any) -> dict[str, float]:
         if not isinstance(token, str) or isinstance(logprob, bool) or not isinstance(logprob, (int, float)):
             raise ValueError(f"top_logprobs entry {token!r}: {logprob!r} is not token: number")
         key = token.strip()
-        merged[key] = _logaddexp(merged[key], float(logprob)) if key in merged else float(logprob)
+        merged[key] = float(np.logaddexp(merged[key], logprob)) if key in merged else float(logprob)
     if not merged:
         raise ValueError("empty top_logprobs")
     return merged
-
-
-def _logaddexp(a: float, b: float) -> float:
-    hi, lo = max(a, b), min(a, b)
-    return hi if lo == -math.inf else hi + math.log1p(math.exp(lo - hi))
