@@ -95,6 +95,9 @@ class HttpJudgeConfig(Strict):
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "judge"
     api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
+    # The served model's tokenizer (hub id, folder, "packaged"): truncation and prompt ending exactly as
+    # the local judge, so HTTP and local scores agree. None: responses go uncut, prompts end at the cue.
+    tokenizer: str | None = None
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0)
     backoff_s: float = Field(0.5, gt=0)  # retry waits are random in [0, backoff_s * 2^attempt], capped below

@@ -134,7 +134,7 @@ class HttpJudge:
         if self.tokenizer is not None:
             first = truncate_response(self.tokenizer, first, self.cfg.max_response_tokens)
             second = truncate_response(self.tokenizer, second, self.cfg.max_response_tokens)
-        text = render_pairwise(prompt, first, second, self.rubric.criteria(), tuple(self.rubric.names))
+        text = render_pairwise(prompt, first, second, _criteria(self.rubric), tuple(self.rubric.names))
         return self._as_sent(text, "A")
 
     def _as_sent(self, text: str, answer: str) -> str:
@@ -162,6 +162,10 @@ def encode_text(tokenizer: Any, text: str, answer: str) -> str:
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)
     return text + answer_prefix(tokenizer, answer)
+
+
+def _criteria(rubric: Rubric) -> str:
+    return "; ".join(f"{d.name} ({d.definition})" for d in rubric.dimensions)
 
 
 def _api_key(env_name: str | None) -> str | None:

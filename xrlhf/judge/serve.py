@@ -1,6 +1,6 @@
 """`xrlhf serve-judge`: the local judge model behind an OpenAI-compatible completions API on Ray Serve."""
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: through serve.ingress FastAPI would see the request
+# body's type as a string and read it as a query parameter.
 import asyncio
 import hashlib
 import hmac

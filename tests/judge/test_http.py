@@ -1,0 +1,304 @@
+"""HttpJudge against a fault-injecting OpenAI-style server, and serve-judge (Ray Serve) against the local judge."""
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from xrlhf.config import Config, ConfigError, HttpJudgeConfig, JudgeConfig, dump_config
+from xrlhf.judge.http import HttpJudge
+
+KEY_ENV = "XRLHF_TEST_JUDGE_KEY"
+KEY = "sk-test-0123456789-secret"
+DIMS = {"helpfulness": {"definition": "Does what was asked."}, "correctness": {"definition": "Facts are right."}}
+# The good answer's first-token distribution: "3" and " 3" add up to 0.75, so the expected score is 2.75.
+SCORE_TOP = {"3": math.log(0.5), " 3": math.log(0.25), "2": math.log(0.25), "x": -6.0}
+PAIR_TOP = {"A": math.log(0.6), " A": math.log(0.2), "B": math.log(0.2)}
+PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Say hi.", "Hi!"), ("Capital of France?", "Paris.")]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the default 5 refuses some of a burst of concurrent connects
+
+
+class FaultServer:
+    """/v1/completions on 127.0.0.1 that fails on purpose: `fault` for the first `fail_first` attempts at each prompt.
+
+    Only prompts containing `only` fail (all when None). Requests without the bearer key get a
+    401 whose body echoes the Authorization header, as a careless server might.
+    """
+
+    def __init__(self, key: str | None = KEY, stall_s: float = 2.0) -> None:
+        self.key, self.stall_s = key, stall_s
+        self.fault, self.fail_first, self.only = "none", 0, None
+        self.attempts: Counter = Counter()
+        self.lock = threading.Lock()
+        self.httpd = _Server(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def set(self, fault: str, fail_first: int = 10**9, only: str | None = None) -> None:
+        self.fault, self.fail_first, self.only = fault, fail_first, only
+        self.attempts.clear()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _plan(self, prompt: str) -> str:
+        with self.lock:
+            attempt = self.attempts[prompt]
+            self.attempts[prompt] += 1
+        faulty = self.only is None or self.only in prompt
+        return self.fault if faulty and attempt < self.fail_first else "none"
+
+    def _handler(self) -> type:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                auth = self.headers.get("Authorization", "")
+                if server.key and auth != f"Bearer {server.key}":
+                    return self._send(401, json.dumps({"error": f"bad credentials {auth!r}"}).encode())
+                fault = server._plan(body["prompt"])
+                if fault == "500":
+                    return self._send(500, b"internal error")
+                if fault == "garbage":
+                    return self._send(200, b"<html>surprise</html>")
+                if fault == "empty":
+                    return self._send(200, b"")
+                if fault == "no_logprobs":
+                    return self._send(200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode())
+                if fault == "stall":
+                    time.sleep(server.stall_s)
+                top = PAIR_TOP if "Better response" in body["prompt"] else SCORE_TOP
+                answer = {"choices": [{"index": 0, "text": "3", "finish_reason": "length",
+                                       "logprobs": {"tokens": ["3"], "token_logprobs": [-0.3], "top_logprobs": [top]}}]}
+                self._send(200, json.dumps(answer).encode())
+
+            def _send(self, code, payload):
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out first
+                    pass
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = FaultServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def judge_cfg(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    http = HttpJudgeConfig(base_url=server.url, api_key_env=KEY_ENV, timeout_s=1.5, max_retries=2, backoff_s=0.01,
+                           max_backoff_s=0.05, concurrency=8)
+    return JudgeConfig(backend="http", dimensions=DIMS, http=http, cache=False)
+
+
+def _score(cfg):
+    judge = HttpJudge(cfg)
+    try:
+        return judge.score([p for p, _ in PAIRS], [r for _, r in PAIRS]), judge.stats()
+    finally:
+        judge.close()
+
+
+def test_good_answers_give_the_expected_score(server, judge_cfg):
+    server.set("none")
+    verdicts, stats = _score(judge_cfg)
+    for v in verdicts:
+        assert v.scores == pytest.approx({"helpfulness": 2.75, "correctness": 2.75})
+        assert v.missing == 0 and v.reward == pytest.approx(2.75 / 4)
+        assert 0 < v.confidence["helpfulness"] < 1
+    assert stats == {"requests": 8.0, "failures": 0.0, "retries": 0.0, "cache_hits": 0.0}
+
+
+@pytest.mark.parametrize("fault", ["500", "garbage", "empty", "no_logprobs", "stall"])
+def test_some_failures_are_retried_and_scores_come_back(server, judge_cfg, fault):
+    server.set(fault, fail_first=1, only="Dimension: helpfulness")  # half the requests fail once
+    verdicts, stats = _score(judge_cfg)
+    assert all(v.missing == 0 and v.scores["helpfulness"] == pytest.approx(2.75) for v in verdicts)
+    assert stats["retries"] == 4 and stats["failures"] == 0 and stats["requests"] == 8
+
+
+@pytest.mark.parametrize("fault", ["500", "garbage", "empty", "stall"])
+def test_all_failing_gives_none_never_zero(server, judge_cfg, fault, caplog):
+    server.set(fault)
+    cfg = judge_cfg.model_copy(update={"http": judge_cfg.http.model_copy(update={"max_retries": 1})})
+    with caplog.at_level(logging.WARNING, logger="xrlhf"):
+        verdicts, stats = _score(cfg)
+    for v in verdicts:
+        assert v.scores == {"helpfulness": None, "correctness": None}
+        assert v.normalised == {"helpfulness": None, "correctness": None}
+        assert v.reward is None and v.missing == 2
+    assert stats["failures"] == 8 and stats["retries"] == 8
+    assert "8 of 8 dimension scores failed" in caplog.text
+
+
+def test_one_dimension_failing_is_reweighted_not_zeroed(server, judge_cfg):
+    server.set("500", only="Dimension: correctness")
+    verdicts, _ = _score(judge_cfg)
+    for v in verdicts:
+        assert v.scores["correctness"] is None and v.missing == 1
+        assert v.reward == pytest.approx(2.75 / 4)  # helpfulness alone, reweighted
+
+
+def test_compare_reads_p_a_against_p_b(server, judge_cfg):
+    server.set("none")
+    judge = HttpJudge(judge_cfg)
+    assert judge.compare(["q"], ["a"], ["b"]) == [pytest.approx(0.8)]
+    server.set("500")
+    assert judge.compare(["q"], ["a"], ["b"]) == [None]
+    judge.close()
+
+
+def test_cache_answers_repeats_without_requests(server, judge_cfg):
+    server.set("none")
+    judge = HttpJudge(judge_cfg.model_copy(update={"cache": True}))
+    first = judge.score(["q"], ["r"])
+    judge.stats()
+    again = judge.score(["q"], ["r"])
+    assert again[0].scores == first[0].scores
+    assert judge.stats() == {"requests": 0.0, "failures": 0.0, "retries": 0.0, "cache_hits": 2.0}
+    judge.close()
+
+
+def test_key_is_sent_as_bearer_and_never_shown(server, judge_cfg, monkeypatch, caplog):
+    server.set("none")
+    with caplog.at_level(logging.DEBUG):
+        verdicts, _ = _score(judge_cfg)  # the server refuses requests without the key
+        assert verdicts[0].missing == 0
+        judge = HttpJudge(judge_cfg)
+        shown = [repr(judge), repr(judge.client), repr(judge_cfg), str(judge_cfg.model_dump()),
+                 dump_config(Config(judge=judge_cfg))]
+        judge.close()
+        wrong = "sk-wrong-key-that-the-server-echoes"
+        monkeypatch.setenv(KEY_ENV, wrong)
+        verdicts, stats = _score(judge_cfg)  # 401 bodies echo the header: the judge must redact what it logs
+    assert verdicts[0].missing == 2 and stats["retries"] == 0  # a 401 is not worth retrying
+    assert "401" in caplog.text and "***" in caplog.text
+    for text in shown + [caplog.text]:
+        assert KEY not in text and wrong not in text
+
+
+def test_named_but_unset_key_env_is_a_config_error(judge_cfg, monkeypatch):
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ConfigError, match=KEY_ENV):
+        HttpJudge(judge_cfg)
+
+
+# --- serve-judge on Ray Serve with the real packaged gemma judge --------------------------------------
+
+TOKEN_ENV = "XRLHF_TEST_SERVE_TOKEN"
+TOKEN = "serve-token-9876"
+REAL_PAIRS = [("What is the capital of France?", "The capital of France is Paris."),
+              ("What is the capital of France?", "I like turtles."),
+              ("Write a haiku about rain.", "Soft rain on the roof / the garden drinks in silence / puddles hold the sky"),
+              ("Explain what a CPU does.", "cpu")]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    """(config, base url) of serve-judge running the packaged gemma judge on 127.0.0.1 with a bearer token."""
+    import os
+
+    from xrlhf.judge.serve import start_judge_server, stop_judge_server
+
+    os.environ[TOKEN_ENV] = TOKEN
+    cfg = Config.model_validate({
+        "judge": {"model": "packaged", "dimensions": DIMS,
+                  "serve": {"host": "127.0.0.1", "port": _free_port(), "auth_token_env": TOKEN_ENV}},
+        "resources": {"num_cpus": 2, "judge": {"num_cpus": 0.5, "torch_threads": 2}}})
+    t0 = time.perf_counter()
+    url = start_judge_server(cfg, blocking=False)
+    print(f"serve-judge up in {time.perf_counter() - t0:.1f} s at {url}")
+    yield cfg, url
+    stop_judge_server()
+    del os.environ[TOKEN_ENV]
+
+
+@pytest.mark.slow
+def test_serve_judge_requires_the_bearer_token(served):
+    _, url = served
+    root = url.removesuffix("/v1")
+    body = {"prompt": "Score (0-4): ", "max_tokens": 1, "temperature": 0, "logprobs": 5}
+    assert httpx.get(f"{root}/health").status_code == 200
+    assert httpx.get(f"{url}/models").status_code == 401
+    assert httpx.post(f"{url}/completions", json=body).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert httpx.post(f"{url}/completions", json=body, headers=wrong).status_code == 401
+    ok = httpx.post(f"{url}/completions", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert ok.status_code == 200
+    top = ok.json()["choices"][0]["logprobs"]["top_logprobs"][0]
+    assert len(top) == 5 and all(isinstance(v, float) for v in top.values())
+
+
+@pytest.mark.slow
+def test_http_scores_agree_with_the_local_judge(served):
+    from xrlhf.judge.hf import HFJudge
+
+    cfg, url = served
+    http = HttpJudgeConfig(base_url=url, api_key_env=TOKEN_ENV, tokenizer="packaged", timeout_s=120, max_retries=1)
+    remote = HttpJudge(cfg.judge.model_copy(update={"backend": "http", "http": http}))
+    prompts, responses = [p for p, _ in REAL_PAIRS], [r for _, r in REAL_PAIRS]
+    t0 = time.perf_counter()
+    over_http = remote.score(prompts, responses)
+    t1 = time.perf_counter()
+    local = HFJudge(cfg.judge, "packaged", None).score(prompts, responses)
+    print(f"http {t1 - t0:.1f} s, local {time.perf_counter() - t1:.1f} s for {len(REAL_PAIRS)} pairs")
+    assert remote.stats()["failures"] == 0
+    remote.close()
+    for h, lo in zip(over_http, local):
+        assert h.missing == lo.missing == 0
+        for dim in DIMS:
+            assert h.scores[dim] == pytest.approx(lo.scores[dim], abs=0.05)
+            assert h.confidence[dim] == pytest.approx(lo.confidence[dim], abs=0.05)
+
+
+@pytest.mark.slow
+def test_serve_judge_under_bounded_load(served):
+    _, url = served
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    threads, per_thread = 4, 10
+
+    def client(t: int) -> list[int]:
+        with httpx.Client(headers=headers, timeout=120) as c:
+            return [c.post(f"{url}/completions", json={"prompt": f"Request {t}-{i}. Score (0-4): ", "max_tokens": 1,
+                                                       "temperature": 0, "logprobs": 5}).status_code
+                    for i in range(per_thread)]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        codes = [code for batch in pool.map(client, range(threads)) for code in batch]
+    elapsed = time.perf_counter() - t0
+    print(f"serve-judge load: {len(codes)} requests from {threads} threads in {elapsed:.1f} s "
+          f"= {len(codes) / elapsed:.1f} requests/s")
+    assert codes == [200] * threads * per_thread
