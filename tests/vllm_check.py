@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 
 import torch
 
+# The engine in this process: each extra vLLM process re-imports vllm, about half a minute apiece on a busy CPU.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
 PROMPTS = ["Name a colour.", "What is two plus two?", "Write one word about the sea.", "Say hello."]
 SAMPLES_PER_PROMPT = 2
-MAX_NEW_TOKENS = 24
+MAX_NEW_TOKENS = 16
+GREEDY_TOKENS = 8  # a decode step costs the same for 4 rows as for 8, so the greedy probe is kept short
 TEMPERATURE = 0.8
 SEED = 1234
 
@@ -66,6 +71,7 @@ def agreement(model, exp, temperature: float) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", help="also write the JSON summary to this file")
+    parser.add_argument("--dtype", default="bfloat16", help="vLLM's dtype; the transformers side is float32")
     args = parser.parse_args()
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM
@@ -78,19 +84,22 @@ def main() -> None:
     lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                              task_type="CAUSAL_LM")
     t0 = time.perf_counter()
-    sampler = VLLMSampler(model_dir, lora=True, max_lora_rank=8, dtype="bfloat16", seed=0,
+    sampler = VLLMSampler(model_dir, lora=True, max_lora_rank=8, dtype=args.dtype, seed=0,
                           adapter_config=lora_config, max_model_len=256)
     engine_start_s = time.perf_counter() - t0
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), lora_config).eval()
-    summary: dict = {"engine_start_s": round(engine_start_s, 1)}
+    summary: dict = {"dtype": args.dtype, "engine_start_s": round(engine_start_s, 1)}
     tok, stop = sampler.tokenizer, sampler.stop_ids
 
-    def draw(temperature: float, version: int):
+    def draw(version: int, greedy: bool = False):
         t = time.perf_counter()
-        exp = sampler.sample(PROMPTS, SAMPLES_PER_PROMPT, MAX_NEW_TOKENS, temperature, seed=SEED,
-                             policy_version=version, max_prompt_tokens=64)
+        if greedy:
+            exp = sampler.sample(PROMPTS, 1, GREEDY_TOKENS, 0.0, policy_version=version, max_prompt_tokens=64)
+        else:
+            exp = sampler.sample(PROMPTS, SAMPLES_PER_PROMPT, MAX_NEW_TOKENS, TEMPERATURE, seed=SEED,
+                                 policy_version=version, max_prompt_tokens=64)
         summary.setdefault("sample_s", []).append(round(time.perf_counter() - t, 2))
         return exp
 
@@ -98,7 +107,7 @@ def main() -> None:
         # Version 0 arrives as a folder written by PeftModel.save_pretrained (B = 0: the base model).
         model.save_pretrained(folder)
         sampler.set_adapter(folder, 0)
-        exp0, greedy0 = draw(TEMPERATURE, 0), draw(0.0, 0)
+        exp0, greedy0 = draw(0), draw(0, greedy=True)
         summary["agreement_v0"] = agreement(model, exp0, TEMPERATURE)
 
     # A strong, seeded update of every LoRA matrix; version 1 arrives as a state dict, as the learner sends it.
@@ -108,9 +117,12 @@ def main() -> None:
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     sampler.set_adapter(get_peft_model_state_dict(model), 1)
-    exp1, greedy1 = draw(TEMPERATURE, 1), draw(0.0, 1)
+    exp1, greedy1 = draw(1), draw(1, greedy=True)
     summary["agreement_v1"] = agreement(model, exp1, TEMPERATURE)
     summary["agreement_v1_greedy"] = agreement(model, greedy1, 1.0)
+    # How far the update moved the version-0 samples' log-probs: had vLLM kept the old adapter,
+    # agreement_v1 would be about this large rather than bf16-noise small.
+    summary["update_shift"] = agreement(model, exp0, TEMPERATURE)
 
     try:
         sampler.sample(PROMPTS[:1], 1, 4, policy_version=0)
@@ -120,9 +132,10 @@ def main() -> None:
     summary["versions"] = [exp0.policy_version, greedy0.policy_version, exp1.policy_version, greedy1.policy_version]
     summary["greedy_changed_rows"] = sum(a != b for a, b in zip(greedy0.responses, greedy1.responses))
     summary["sampled_changed_rows"] = sum(a != b for a, b in zip(exp0.responses, exp1.responses))
-    summary["layout_problems"] = [f"{name}: {p}" for name, exp in
-                                  (("exp0", exp0), ("greedy0", greedy0), ("exp1", exp1), ("greedy1", greedy1))
-                                  for p in layout_problems(exp, stop, tok.pad_token_id, SAMPLES_PER_PROMPT)]
+    summary["layout_problems"] = [f"{name}: {p}" for name, exp, n in
+                                  (("exp0", exp0, SAMPLES_PER_PROMPT), ("greedy0", greedy0, 1),
+                                   ("exp1", exp1, SAMPLES_PER_PROMPT), ("greedy1", greedy1, 1))
+                                  for p in layout_problems(exp, stop, tok.pad_token_id, n)]
     summary["shapes"] = {"input_ids": list(exp1.input_ids.shape), "response_mask": list(exp1.response_mask.shape)}
     summary["rows"] = exp1.input_ids.shape[0]
     summary["examples"] = {"v0": greedy0.responses[0], "v1": greedy1.responses[0]}

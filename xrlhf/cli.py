@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,14 +74,27 @@ class UserFacingError(RuntimeError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from xrlhf.controller import JudgeUnavailableError
     from xrlhf.data import DataError
+    from xrlhf.learners.common import NonFiniteError
     from xrlhf.models import ModelError
 
-    return DataError, ModelError
+    return DataError, ModelError, JudgeUnavailableError, NonFiniteError
+
+
+def _message(exc: BaseException) -> str:
+    """The error's own message; raised inside a Ray actor it arrives as a RayTaskError holding the traceback."""
+    import ray
+
+    return str(exc.cause) if isinstance(exc, ray.exceptions.RayTaskError) else str(exc)
 
 
 def _load(args: argparse.Namespace):
-    return load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):
+        # Read once, when ray is imported (not yet, here): a single-machine Ray then binds to 127.0.0.1 only.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -96,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         path = Controller(cfg, run_dir, resume=resume).train()
     except _user_errors() as exc:
-        raise UserFacingError(str(exc)) from None
+        raise UserFacingError(_message(exc)) from None
     print(f"run directory: {path}")
     return 0
 
@@ -109,7 +123,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         report = run_compare(cfg, out, command=" ".join(["xrlhf", "compare", args.config, *args.overrides]))
     except _user_errors() as exc:
-        raise UserFacingError(str(exc)) from None
+        raise UserFacingError(_message(exc)) from None
     print(f"report: {report}")
     return 0
 
@@ -127,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         evaluate(cfg, checkpoints, Path(args.out))
     except _user_errors() as exc:
-        raise UserFacingError(str(exc)) from None
+        raise UserFacingError(_message(exc)) from None
     print(f"evaluation: {args.out}")
     return 0
 
@@ -139,7 +153,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     try:
         return _judge(cfg, args, judge_file, judge_one)
     except _user_errors() as exc:
-        raise UserFacingError(str(exc)) from None
+        raise UserFacingError(_message(exc)) from None
 
 
 def _judge(cfg, args: argparse.Namespace, judge_file, judge_one) -> int:

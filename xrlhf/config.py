@@ -131,6 +131,7 @@ class JudgeConfig(Strict):
     template: str | None = None
     rationale: bool = False
     max_response_tokens: int = Field(384, gt=0)
+    generate_retries: int = Field(2, ge=0)  # mode=generate: sampled retries of an unparseable answer
     batch_size: int = Field(16, gt=0)
     num_actors: int = Field(1, gt=0)
     cache: bool = True

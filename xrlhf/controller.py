@@ -4,6 +4,7 @@ It never looks at the algorithm name: the learner actor hides PPO and REINFORCE 
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import ray
 import torch
 
 from xrlhf.algorithms.kl import kl_penalty
-from xrlhf.config import Config, ResourcesConfig
+from xrlhf.config import Config, ConfigError, ResourcesConfig
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
 from xrlhf.generation import merge_experiences
@@ -32,16 +33,26 @@ class JudgeUnavailableError(RuntimeError):
 
 
 def init_ray(res: ResourcesConfig) -> None:
-    """Join the cluster at resources.address / RAY_ADDRESS, or start Ray on this machine bound to 127.0.0.1."""
+    """Join the cluster at resources.address / RAY_ADDRESS, or start Ray on this machine.
+
+    A local Ray binds to 127.0.0.1 only when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before
+    `import ray` (the xrlhf CLI does); otherwise Ray 2.x listens on all interfaces and this warns.
+    """
     if ray.is_initialized():
         return
     address = res.address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("XRLHF_", "HF_"))}}
     if address:
+        # Remote nodes do not share this environment. Ray's runtime-env agent logs these values in clear.
+        env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("XRLHF_", "HF_"))}}
         ray.init(address=address, runtime_env=env, log_to_driver=True)
-    else:
-        ray.init(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,
-                 dashboard_host=res.dashboard_host, runtime_env=env, log_to_driver=True)
+        return
+    # No runtime_env: local workers inherit this environment, and no secret reaches Ray's logs.
+    ray.init(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,
+             dashboard_host=res.dashboard_host, log_to_driver=True)
+    node_ip = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node_ip).is_loopback:
+        log.warning("local Ray listens on %s as well as 127.0.0.1; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                    "before importing ray to keep it on loopback", node_ip)
 
 
 @dataclass
@@ -85,8 +96,29 @@ def build_graph(cfg: Config) -> Graph:
         handles.setdefault(role, []).append(actor)
     learner = handles["learner"][0]
     graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg)
-    ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
+    try:
+        ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
+    except ray.exceptions.RayActorError as exc:
+        _kill(graph)
+        raise _creation_error(exc) from None
     return graph
+
+
+def _creation_error(exc: ray.exceptions.RayActorError) -> Exception:
+    """The ModelError / ConfigError / DataError an actor's __init__ raised, with its own message; else exc.
+
+    Ray hands the driver only the text of a creation-task error, so the error is found by its name.
+    """
+    from xrlhf.data import DataError
+    from xrlhf.models import ModelError
+
+    text = (getattr(exc, "error_msg", None) or "").rstrip()
+    for cls in (ModelError, ConfigError, DataError):
+        name = f"{cls.__module__}.{cls.__qualname__}: "
+        at = text.rfind(name)
+        if at >= 0:
+            return cls(text[at + len(name):])
+    return exc
 
 
 def _bundle(r: Any) -> dict[str, float]:
@@ -123,10 +155,10 @@ class Controller:
 
     def train(self) -> Path:
         cfg = self.cfg
-        init_ray(cfg.resources)
         pset = load_prompts(cfg.data.source, "train", cfg.data.path, max_prompt_tokens=cfg.data.max_prompt_tokens)
         if pset.total_skipped:
             log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
+        init_ray(cfg.resources)  # after the data: a bad prompt file fails before Ray starts
         start = 0
         if self.resume and self.run.latest_checkpoint() is None and self.run.read_metrics():
             log.warning("no checkpoint in %s: starting again from step 0", self.run.path)
@@ -343,9 +375,13 @@ def shutdown_graph(controller: Controller) -> None:
     graph = getattr(controller, "graph", None)
     if graph is None:
         return
-    for actor in graph.all():
-        ray.kill(actor)
+    _kill(graph)
+    controller.graph = None
+
+
+def _kill(graph: Graph) -> None:
     from ray.util.placement_group import remove_placement_group
 
+    for actor in graph.all():
+        ray.kill(actor)
     remove_placement_group(graph.placement_group)
-    controller.graph = None

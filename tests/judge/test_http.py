@@ -38,14 +38,15 @@ class FaultServer:
     def __init__(self, key: str | None = KEY, stall_s: float = 2.0) -> None:
         self.key, self.stall_s = key, stall_s
         self.fault, self.fail_first, self.only = "none", 0, None
+        self.chat_only = False  # answer /completions with 404, as a chat-only server does
         self.attempts: Counter = Counter()
         self.lock = threading.Lock()
         self.httpd = _Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def set(self, fault: str, fail_first: int = 10**9, only: str | None = None) -> None:
-        self.fault, self.fail_first, self.only = fault, fail_first, only
+    def set(self, fault: str, fail_first: int = 10**9, only: str | None = None, chat_only: bool = False) -> None:
+        self.fault, self.fail_first, self.only, self.chat_only = fault, fail_first, only, chat_only
         self.attempts.clear()
 
     def close(self) -> None:
@@ -71,7 +72,11 @@ class FaultServer:
                 auth = self.headers.get("Authorization", "")
                 if server.key and auth != f"Bearer {server.key}":
                     return self._send(401, json.dumps({"error": f"bad credentials {auth!r}"}).encode())
-                fault = server._plan(body["prompt"])
+                chat = self.path.endswith("/chat/completions")
+                if server.chat_only and not chat:
+                    return self._send(404, b'{"error": "not found"}')
+                prompt = body["messages"][0]["content"] if chat else body["prompt"]
+                fault = server._plan(prompt)
                 if fault == "500":
                     return self._send(500, b"internal error")
                 if fault == "garbage":
@@ -82,10 +87,8 @@ class FaultServer:
                     return self._send(200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode())
                 if fault == "stall":
                     time.sleep(server.stall_s)
-                top = PAIR_TOP if "Better response" in body["prompt"] else SCORE_TOP
-                answer = {"choices": [{"index": 0, "text": "3", "finish_reason": "length",
-                                       "logprobs": {"tokens": ["3"], "token_logprobs": [-0.3], "top_logprobs": [top]}}]}
-                self._send(200, json.dumps(answer).encode())
+                top = PAIR_TOP if "Better response" in prompt else SCORE_TOP
+                self._send(200, json.dumps(_chat_answer(top) if chat else _answer(top)).encode())
 
             def _send(self, code, payload):
                 try:
@@ -98,6 +101,17 @@ class FaultServer:
                     pass
 
         return Handler
+
+
+def _answer(top):
+    logprobs = {"tokens": ["3"], "token_logprobs": [-0.3], "top_logprobs": [top]}
+    return {"choices": [{"index": 0, "text": "Score: 3", "finish_reason": "length", "logprobs": logprobs}]}
+
+
+def _chat_answer(top):
+    content = [{"token": "3", "logprob": -0.3, "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]}]
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "3"}, "finish_reason": "length",
+                         "logprobs": {"content": content}}]}
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +186,20 @@ def test_compare_reads_p_a_against_p_b(server, judge_cfg):
     judge.close()
 
 
+def test_generate_mode_parses_the_text(server, judge_cfg):
+    server.set("500", fail_first=1)
+    verdicts, stats = _score(judge_cfg.model_copy(update={"mode": "generate"}))
+    assert all(v.scores == {"helpfulness": 3.0, "correctness": 3.0} and v.missing == 0 for v in verdicts)
+    assert verdicts[0].confidence == {"helpfulness": None, "correctness": None}
+    assert stats["retries"] == 8
+
+
+def test_chat_only_server_is_used_through_chat_completions(server, judge_cfg):
+    server.set("none", chat_only=True)
+    verdicts, _ = _score(judge_cfg)
+    assert all(v.scores["helpfulness"] == pytest.approx(2.75) for v in verdicts)
+
+
 def test_cache_answers_repeats_without_requests(server, judge_cfg):
     server.set("none")
     judge = HttpJudge(judge_cfg.model_copy(update={"cache": True}))
@@ -213,7 +241,7 @@ TOKEN_ENV = "XRLHF_TEST_SERVE_TOKEN"
 TOKEN = "serve-token-9876"
 REAL_PAIRS = [("What is the capital of France?", "The capital of France is Paris."),
               ("What is the capital of France?", "I like turtles."),
-              ("Write a haiku about rain.", "Soft rain on the roof / the garden drinks in silence / puddles hold the sky"),
+              ("Write a haiku about rain.", "Soft rain on the roof / the garden drinks in silence / puddles hold sky"),
               ("Explain what a CPU does.", "cpu")]
 
 
@@ -236,7 +264,7 @@ def served():
     cfg = Config.model_validate({
         "judge": {"model": "packaged", "dimensions": DIMS,
                   "serve": {"host": "127.0.0.1", "port": _free_port(), "auth_token_env": TOKEN_ENV}},
-        "resources": {"num_cpus": 2, "judge": {"num_cpus": 0.5, "torch_threads": 2}}})
+        "resources": {"num_cpus": 2, "judge": {"num_cpus": 0.5, "torch_threads": 1}}})
     t0 = time.perf_counter()
     url = start_judge_server(cfg, blocking=False)
     print(f"serve-judge up in {time.perf_counter() - t0:.1f} s at {url}")

@@ -38,7 +38,7 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
 
 
 def complete_batch(model: Any, tokenizer: Any, jobs: list[CompletionJob]) -> list[dict[str, Any]]:
-    """One OpenAI completion choice (text, finish_reason, logprobs) per job, in order; one forward per settings group."""
+    """One OpenAI completion choice (text, finish_reason, logprobs) per job, in order; one pass per settings group."""
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     groups: dict[tuple[int, float], list[int]] = {}
     for i, job in enumerate(jobs):

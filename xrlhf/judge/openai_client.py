@@ -50,28 +50,27 @@ class CompletionClient:
         self._client = httpx.Client(base_url=http.base_url, headers=headers, timeout=http.timeout_s, limits=limits)
         self._chat = False
         self._lock = threading.Lock()
-        self._counts = {"requests": 0, "failures": 0, "retries": 0}
+        self._retries = 0
 
     def __repr__(self) -> str:
         return f"CompletionClient(base_url={self.http.base_url!r}, model={self.http.model!r}, api_key=***)"
 
-    def complete(self, prompt: str, max_tokens: int, top_logprobs: int | None = None) -> Completion:
-        """One completion at temperature 0; raises CompletionError (key redacted) once retries are spent."""
-        self._count("requests")
+    def complete(self, prompt: str, max_tokens: int, top_logprobs: int | None = None,
+                 temperature: float = 0.0) -> Completion:
+        """One completion; raises CompletionError (key redacted) once retries are spent."""
         retrying = Retrying(stop=stop_after_attempt(self.http.max_retries + 1),
                             wait=wait_random_exponential(multiplier=self.http.backoff_s, max=self.http.max_backoff_s),
                             retry=retry_if_exception_type((httpx.TransportError, RetryableError)),
                             before_sleep=self._before_retry, reraise=True)
         try:
-            return retrying(self._complete_once, prompt, max_tokens, top_logprobs)
+            return retrying(self._complete_once, prompt, max_tokens, top_logprobs, temperature)
         except (httpx.HTTPError, RetryableError, CompletionError) as exc:
-            self._count("failures")
             raise CompletionError(self.redact(f"{type(exc).__name__}: {exc}")) from None
 
-    def take_counts(self) -> dict[str, int]:
-        """Requests, failures and retries since the last call, then reset."""
+    def take_retries(self) -> int:
+        """Retried attempts since the last call, then reset."""
         with self._lock:
-            out, self._counts = self._counts, {k: 0 for k in self._counts}
+            out, self._retries = self._retries, 0
         return out
 
     def redact(self, text: str) -> str:
@@ -81,53 +80,54 @@ class CompletionClient:
     def close(self) -> None:
         self._client.close()
 
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
     def _before_retry(self, state: RetryCallState) -> None:
-        self._count("retries")
+        with self._lock:
+            self._retries += 1
         exc = state.outcome.exception() if state.outcome else None
         log.debug("judge request attempt %d failed (%s); retrying", state.attempt_number,
                   self.redact(f"{type(exc).__name__}: {exc}"))
 
-    def _complete_once(self, prompt: str, max_tokens: int, top_logprobs: int | None) -> Completion:
+    def _complete_once(self, prompt: str, max_tokens: int, top_logprobs: int | None,
+                       temperature: float) -> Completion:
         chat = self._chat
-        path, body = _chat_request(prompt, max_tokens, top_logprobs) if chat \
-            else _completions_request(prompt, max_tokens, top_logprobs)
-        response = self._client.post(path, json={"model": self.http.model, **body})
+        path, body = _chat_request(prompt, top_logprobs) if chat else _completions_request(prompt, top_logprobs)
+        body.update(model=self.http.model, max_tokens=max_tokens, temperature=temperature)
+        response = self._client.post(path, json=body)
         if response.status_code == 404 and not chat:
             log.warning("%s/completions answered 404; using /chat/completions from now on", self.http.base_url)
             self._chat = True
-            return self._complete_once(prompt, max_tokens, top_logprobs)
+            return self._complete_once(prompt, max_tokens, top_logprobs, temperature)
         self._check_status(response)
         try:
             data = response.json()
             return _parse_chat(data, top_logprobs) if chat else _parse_completion(data, top_logprobs)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise RetryableError(f"unusable response body ({type(exc).__name__}: {exc}): "
-                                 f"{response.text[:200]!r}") from None
+                                 f"{self._snippet(response)!r}") from None
 
     def _check_status(self, response: httpx.Response) -> None:
         code = response.status_code
         if code < 400:
             return
-        message = f"HTTP {code} from {response.request.url}: {response.text[:200]!r}"
+        message = f"HTTP {code} from {response.request.url}: {self._snippet(response)!r}"
         if code >= 500 or code in RETRY_STATUS:
             raise RetryableError(message)
         raise CompletionError(message)
 
+    def _snippet(self, response: httpx.Response) -> str:
+        # Redact before cutting: a cut through the key would leave a prefix that redact() cannot find.
+        return self.redact(response.text)[:200]
 
-def _completions_request(prompt: str, max_tokens: int, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
-    body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+
+def _completions_request(prompt: str, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"prompt": prompt}
     if top_logprobs:
         body["logprobs"] = top_logprobs
     return "/completions", body
 
 
-def _chat_request(prompt: str, max_tokens: int, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                            "temperature": 0.0}
+def _chat_request(prompt: str, top_logprobs: int | None) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
     if top_logprobs:
         body.update(logprobs=True, top_logprobs=top_logprobs)
     return "/chat/completions", body

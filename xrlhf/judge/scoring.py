@@ -1,9 +1,11 @@
 """Last-position forward passes for the judge: next-token logprobs without full-sequence logits."""
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 
 def pad(seqs: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,32 +45,45 @@ def last_logprobs(model: Any, seqs: list[list[int]], pad_id: int, token_ids: tor
 
 
 @torch.inference_mode()
-def shared_prefix_logprobs(model: Any, prefixes: list[list[int]], suffixes: list[list[list[int]]],
-                           pad_id: int, token_ids: torch.Tensor) -> list[torch.Tensor]:
-    """Next-token logprobs at the end of prefix[i] + suffix for each suffix of sample i -> [D_i, K] per sample.
+def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids: torch.Tensor) -> list[torch.Tensor]:
+    """Next-token logprobs [D_i, K] at the end of each sequence of each group, computing shared prefixes once.
 
-    Each prefix runs once; its KV cache is copied to that sample's D_i suffix rows. Prefixes are
-    left padded and suffixes right padded, so padding never sits between the two.
+    Three stages: the prefix common to every sequence (the judge instructions) runs once; each
+    group's own common prefix (a sample's prompt and response) runs once on a copy of that cache;
+    then the group's D_i endings (one per dimension) run as one right-padded batch. No padding ever
+    sits between real tokens, so sliding-window attention sees exactly what an unpadded pass sees.
     """
+    root_len = common_prefix_length([s for g in groups for s in g])
+    root = _extend(model, None, [groups[0][0][:root_len]], 0)
+    out = []
+    for group in groups:
+        shared = common_prefix_length(group)
+        cache = _extend(model, copy.deepcopy(root), [group[0][root_len:shared]], root_len)
+        cache.batch_select_indices(torch.zeros(len(group), dtype=torch.long, device=model.device))  # [1] -> [D_i]
+        out.append(_finish(model, cache, [s[shared:] for s in group], shared, token_ids))
+    return out
+
+
+def _extend(model: Any, cache: Any, seqs: list[list[int]], start: int) -> Any:
+    """The KV cache after running equal-length seqs [N, L] from position `start` on top of cache."""
+    if not seqs[0]:
+        return cache if cache is not None else DynamicCache(config=model.config)
+    ids = torch.tensor(seqs, dtype=torch.long, device=model.device)  # [N, L]
+    positions = torch.arange(start, start + ids.shape[1], device=model.device).expand_as(ids)
+    return _decoder(model)(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).cache
+
+
+def _finish(model: Any, cache: Any, endings: list[list[int]], start: int, token_ids: torch.Tensor) -> torch.Tensor:
+    """Run the endings [R, S] (right padded) after a cache of `start` real tokens; logprobs [R, K] at each end."""
     device = model.device
-    decoder = _decoder(model)
-    p_ids, p_mask = pad(prefixes, pad_id, "left")  # [B, P]
-    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-    out = decoder(input_ids=p_ids.to(device), attention_mask=p_mask.to(device), position_ids=p_pos.to(device),
-                  use_cache=True)
-    rows = torch.tensor([i for i, s in enumerate(suffixes) for _ in s], dtype=torch.long)  # [R]: sample of each row
-    cache = out.past_key_values
-    cache.batch_select_indices(rows.to(device))  # [B, ...] -> [R, ...], one copy of the prefix per suffix
-    flat = [s for per_sample in suffixes for s in per_sample]
-    s_ids, s_mask = pad(flat, pad_id, "right")  # [R, S]
-    s_pos = p_mask.sum(-1)[rows, None] + torch.arange(s_ids.shape[1])[None, :]  # continue after the real prefix
-    mask = torch.cat([p_mask[rows], s_mask], dim=1)  # [R, P + S]
-    out = decoder(input_ids=s_ids.to(device), attention_mask=mask.to(device), position_ids=s_pos.to(device),
-                  past_key_values=cache, use_cache=True)
-    last = s_mask.sum(-1) - 1  # [R]: index of each row's last real suffix token
-    hidden = out.last_hidden_state[torch.arange(len(flat), device=device), last.to(device)]  # [R, H]
-    logprobs = head_logprobs(model, hidden, token_ids)  # [R, K]
-    return list(torch.split(logprobs, [len(s) for s in suffixes]))
+    ids, mask = pad(endings, model.config.pad_token_id or 0, "right")  # [R, S]
+    positions = start + torch.arange(ids.shape[1])[None, :].expand_as(ids)
+    full_mask = torch.cat([torch.ones(len(endings), start, dtype=torch.long), mask], dim=1)  # [R, start + S]
+    out = _decoder(model)(input_ids=ids.to(device), attention_mask=full_mask.to(device),
+                          position_ids=positions.to(device), cache=cache, use_cache=True)
+    last = mask.sum(-1) - 1  # [R]: each row's last real token; right pads come after it and are never attended
+    hidden = out.last_hidden_state[torch.arange(len(endings), device=device), last.to(device)]  # [R, H]
+    return head_logprobs(model, hidden, token_ids)
 
 
 def common_prefix_length(seqs: list[list[int]]) -> int:

@@ -36,7 +36,7 @@ class CompletionRequest(BaseModel):
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
-@serve.deployment(max_ongoing_requests=2 * MAX_BATCH, health_check_period_s=10)
+@serve.deployment(max_ongoing_requests=2 * MAX_BATCH)
 @serve.ingress(app)
 class JudgeServer:
     """One replica: the judge model, its tokenizer, and batched first-token logprobs / short generations."""
