@@ -1,12 +1,16 @@
 """Set-up every actor process runs first."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Any, Iterator
 
 import torch
 
-from xrlhf.config import ActorResources, Config
+from xrlhf.config import ActorResources, Config, ConfigError
+from xrlhf.data import DataError
+from xrlhf.models import ModelError
 
 
 def setup_process(cfg: Config, res: ActorResources) -> None:
@@ -17,6 +21,22 @@ def setup_process(cfg: Config, res: ActorResources) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def pid() -> int:
-    """The actor's process id (tests kill actors by it)."""
+@contextlib.contextmanager
+def keep_user_error(actor: Any) -> Iterator[None]:
+    """Keep a bad model, config or data error from __init__ for pid() to raise.
+
+    Ray prints the traceback of an error raised in __init__ into the driver's stderr; an error raised
+    by a method only reaches the caller, as a RayTaskError that the CLI reduces to its message.
+    """
+    actor.init_error = None
+    try:
+        yield
+    except (ConfigError, DataError, ModelError) as exc:
+        actor.init_error = exc
+
+
+def pid(actor: Any) -> int:
+    """The actor's process id (tests kill actors by it); raises the error its __init__ kept, if any."""
+    if getattr(actor, "init_error", None) is not None:
+        raise actor.init_error
     return os.getpid()

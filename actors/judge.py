@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 
-from actors.common import pid, setup_process
+from actors.common import keep_user_error, pid, setup_process
 from xrlhf.config import Config
 from xrlhf.judge import build_judge
 
@@ -18,7 +18,8 @@ class JudgeActor:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
         setup_process(self.cfg, self.cfg.resources.judge)
-        self.judge = build_judge(self.cfg.judge, self.cfg.model.name, self.cfg.model.cache_dir)
+        with keep_user_error(self):
+            self.judge = build_judge(self.cfg.judge, self.cfg.model.name, self.cfg.model.cache_dir)
 
     def score(self, prompts: list[str], responses: list[str]) -> tuple[list, float, dict[str, float]]:
         """(judgements, seconds, failure/retry counters)."""
@@ -30,4 +31,4 @@ class JudgeActor:
         return self.judge.compare(prompts, first, second)
 
     def pid(self) -> int:
-        return pid()
+        return pid(self)

@@ -7,7 +7,7 @@ from typing import Any
 import ray
 import torch
 
-from actors.common import pid, setup_process
+from actors.common import keep_user_error, pid, setup_process
 from xrlhf.config import Config
 from xrlhf.experience import Experience
 from xrlhf.learners import make_learner
@@ -20,7 +20,8 @@ class LearnerActor:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
         setup_process(self.cfg, self.cfg.resources.learner)
-        self.learner = make_learner(self.cfg)
+        with keep_user_error(self):
+            self.learner = make_learner(self.cfg)
 
     def update(self, exp: Experience) -> tuple[dict[str, float], list[float], float]:
         """One learner update; returns (metrics, per-sample advantages, seconds)."""
@@ -50,4 +51,4 @@ class LearnerActor:
         self.learner.trainer.save_adapter(path)
 
     def pid(self) -> int:
-        return pid()
+        return pid(self)

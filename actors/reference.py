@@ -7,7 +7,7 @@ from typing import Any
 import ray
 import torch
 
-from actors.common import pid, setup_process
+from actors.common import keep_user_error, pid, setup_process
 from xrlhf.config import Config
 from xrlhf.experience import Experience, response_logprobs
 from xrlhf.models import load_policy, reference_mode
@@ -20,8 +20,9 @@ class ReferenceActor:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
         setup_process(self.cfg, self.cfg.resources.reference)
-        self.model, _ = load_policy(self.cfg.model, trainable=False)
-        self.device = next(self.model.parameters()).device
+        with keep_user_error(self):
+            self.model, _ = load_policy(self.cfg.model, trainable=False)
+            self.device = next(self.model.parameters()).device
 
     @torch.no_grad()
     def reference_logprobs(self, exp: Experience) -> tuple[torch.Tensor, float]:
@@ -33,4 +34,4 @@ class ReferenceActor:
         return lp.cpu(), time.perf_counter() - t0
 
     def pid(self) -> int:
-        return pid()
+        return pid(self)

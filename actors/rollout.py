@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 
-from actors.common import pid, setup_process
+from actors.common import keep_user_error, pid, setup_process
 from xrlhf.config import Config
 from xrlhf.experience import Experience
 from xrlhf.generation import sample
@@ -20,12 +20,22 @@ class RolloutActor:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
         setup_process(self.cfg, self.cfg.resources.rollout)
-        self.model, self.tokenizer = load_policy(self.cfg.model, trainable=False)
+        self.vllm = self.cfg.rollout.backend == "vllm"
+        with keep_user_error(self):
+            if self.vllm:
+                from xrlhf.vllm_rollout import VLLMSampler  # vllm is installed only where this backend runs
+
+                self.sampler = VLLMSampler.from_config(self.cfg)
+            else:
+                self.model, self.tokenizer = load_policy(self.cfg.model, trainable=False)
         self.version = 0
 
     def set_weights(self, state: dict, version: int) -> int:
         """Load the learner's adapter (or full weights); returns the version now in use."""
-        load_trainable_state(self.model, state)
+        if self.vllm:
+            self.sampler.set_adapter(state, version)
+        else:
+            load_trainable_state(self.model, state)
         self.version = version
         return version
 
@@ -33,10 +43,15 @@ class RolloutActor:
         """n samples per prompt with their behaviour log-probs; returns (experience, seconds)."""
         r = self.cfg.rollout
         t0 = time.perf_counter()
-        exp = sample(self.model, self.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,
-                     r.top_p, r.top_k, seed=seed, policy_version=self.version,
-                     max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        if self.vllm:
+            exp = self.sampler.sample(prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, r.top_k,
+                                      seed=seed, policy_version=self.version,
+                                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        else:
+            exp = sample(self.model, self.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,
+                         r.top_p, r.top_k, seed=seed, policy_version=self.version,
+                         max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         return exp, time.perf_counter() - t0
 
     def pid(self) -> int:
-        return pid()
+        return pid(self)

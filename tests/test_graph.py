@@ -96,15 +96,37 @@ def test_sigkill_mid_run_then_resume_has_each_step_once(tmp_path):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_000008"
 
 
+def _kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line holds text: one head's processes, not every Ray on the machine."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
 def test_ray_job_submit_to_a_local_head(tmp_path):
     import secrets
+    import socket
+    import tempfile
 
-    port, dash = "6391", "8291"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(str(s.getsockname()[1]))
+    port, dash = ports
+    # A temp dir of its own (short: Ray's socket paths must fit 107 bytes) marks this head's processes, so
+    # the test stops them alone; `ray stop` would stop every Ray instance on the machine.
+    temp_dir = tempfile.mkdtemp(prefix="xrj", dir="/tmp")
     # Ray 2.60 clusters require a token: the head and the submitting client share one.
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=4",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-                    "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
+                    f"--temp-dir={temp_dir}", "--disable-usage-stats"], check=True, capture_output=True, env=env,
+                   timeout=120)
     try:
         run = tmp_path / "job-run"
         out = subprocess.run(["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".",
@@ -114,7 +136,7 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
         assert "succeeded" in out.stdout.lower()
         assert [r["step"] for r in _rows(run / "metrics.jsonl")] == [0, 1]
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+        _kill_processes_mentioning(temp_dir)
 
 
 @pytest.mark.parametrize("role", ["rollouts", "judges"])

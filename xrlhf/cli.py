@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"xrlhf {args.command}: {exc}", file=sys.stderr)
+        print(f"xrlhf {args.command}: {_message(exc)}", file=sys.stderr)
         return 2
     except UserFacingError as exc:
         print(f"xrlhf {args.command}: {exc}", file=sys.stderr)
@@ -83,10 +83,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _message(exc: BaseException) -> str:
-    """The error's own message; raised inside a Ray actor it arrives as a RayTaskError holding the traceback."""
-    import ray
-
-    return str(exc.cause) if isinstance(exc, ray.exceptions.RayTaskError) else str(exc)
+    """The error's own message: raised in a Ray actor, it arrives as a RayTaskError whose text is a traceback."""
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, BaseException) else exc)
 
 
 def _load(args: argparse.Namespace):

@@ -18,7 +18,7 @@ import ray
 import torch
 
 from xrlhf.algorithms.kl import kl_penalty
-from xrlhf.config import Config, ConfigError, ResourcesConfig
+from xrlhf.config import Config, ResourcesConfig
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
 from xrlhf.generation import merge_experiences
@@ -98,27 +98,10 @@ def build_graph(cfg: Config) -> Graph:
     graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg)
     try:
         ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
-    except ray.exceptions.RayActorError as exc:
+    except Exception:
         _kill(graph)
-        raise _creation_error(exc) from None
+        raise
     return graph
-
-
-def _creation_error(exc: ray.exceptions.RayActorError) -> Exception:
-    """The ModelError / ConfigError / DataError an actor's __init__ raised, with its own message; else exc.
-
-    Ray hands the driver only the text of a creation-task error, so the error is found by its name.
-    """
-    from xrlhf.data import DataError
-    from xrlhf.models import ModelError
-
-    text = (getattr(exc, "error_msg", None) or "").rstrip()
-    for cls in (ModelError, ConfigError, DataError):
-        name = f"{cls.__module__}.{cls.__qualname__}: "
-        at = text.rfind(name)
-        if at >= 0:
-            return cls(text[at + len(name):])
-    return exc
 
 
 def _bundle(r: Any) -> dict[str, float]:
