@@ -18,6 +18,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 PROMPTS = ["Name a colour.", "What is two plus two?", "Write one word about the sea.", "Say hello."]
 SAMPLES_PER_PROMPT = 2
 MAX_NEW_TOKENS = 16
+MAX_PROMPT_TOKENS = 64
 GREEDY_TOKENS = 8  # a decode step costs the same for 4 rows as for 8, so the greedy probe is kept short
 TEMPERATURE = 0.8
 SEED = 1234
@@ -68,38 +69,46 @@ def agreement(model, exp, temperature: float) -> dict[str, float]:
     return {"mean_abs": round(diff.mean().item(), 4), "max_abs": round(diff.max().item(), 4), "tokens": diff.numel()}
 
 
+@torch.no_grad()
+def perturb_adapter(model, scale: float = 0.05, seed: int = 7) -> None:
+    """A strong, seeded update: every LoRA B (zero at init) drawn from N(0, scale^2)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", help="also write the JSON summary to this file")
-    parser.add_argument("--dtype", default="bfloat16", help="vLLM's dtype; the transformers side is float32")
+    # float32 by default: on a CPU without AVX512-BF16 vLLM's bf16 is emulated and 3-4x slower, and float32
+    # lets the agreement check be ~100x tighter. --dtype bfloat16 measures the GPU dtype's drift instead.
+    parser.add_argument("--dtype", default="float32", help="vLLM's dtype; the transformers side is float32")
     args = parser.parse_args()
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import AutoModelForCausalLM
-
-    from xrlhf.models import packaged_model_dir
+    from xrlhf.config import Config
+    from xrlhf.models import load_policy, trainable_state
     from xrlhf.vllm_rollout import VLLMSampler
 
     t_start = time.perf_counter()
-    model_dir = packaged_model_dir()
-    lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                             task_type="CAUSAL_LM")
+    # The defaults' adapter: peft LoRA r=8 on q/k/v/o_proj of the packaged gemma-3-270m.
+    cfg = Config(model={"dtype": args.dtype}, data={"max_prompt_tokens": MAX_PROMPT_TOKENS},
+                 rollout={"backend": "vllm", "max_new_tokens": MAX_NEW_TOKENS})
     t0 = time.perf_counter()
-    sampler = VLLMSampler(model_dir, lora=True, max_lora_rank=8, dtype=args.dtype, seed=0,
-                          adapter_config=lora_config, max_model_len=256)
+    sampler = VLLMSampler.from_config(cfg)  # what a rollout actor builds
     engine_start_s = time.perf_counter() - t0
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), lora_config).eval()
+    model, _ = load_policy(cfg.model.model_copy(update={"dtype": "float32"}))
+    model.eval()
     summary: dict = {"dtype": args.dtype, "engine_start_s": round(engine_start_s, 1)}
     tok, stop = sampler.tokenizer, sampler.stop_ids
 
     def draw(version: int, greedy: bool = False):
         t = time.perf_counter()
-        if greedy:
-            exp = sampler.sample(PROMPTS, 1, GREEDY_TOKENS, 0.0, policy_version=version, max_prompt_tokens=64)
-        else:
-            exp = sampler.sample(PROMPTS, SAMPLES_PER_PROMPT, MAX_NEW_TOKENS, TEMPERATURE, seed=SEED,
-                                 policy_version=version, max_prompt_tokens=64)
+        n, tokens, temperature = (1, GREEDY_TOKENS, 0.0) if greedy else (SAMPLES_PER_PROMPT, MAX_NEW_TOKENS,
+                                                                          TEMPERATURE)
+        exp = sampler.sample(PROMPTS, n, tokens, temperature, seed=SEED, policy_version=version,
+                             max_prompt_tokens=MAX_PROMPT_TOKENS)
         summary.setdefault("sample_s", []).append(round(time.perf_counter() - t, 2))
         return exp
 
@@ -110,18 +119,14 @@ def main() -> None:
         exp0, greedy0 = draw(0), draw(0, greedy=True)
         summary["agreement_v0"] = agreement(model, exp0, TEMPERATURE)
 
-    # A strong, seeded update of every LoRA matrix; version 1 arrives as a state dict, as the learner sends it.
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(7)
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    sampler.set_adapter(get_peft_model_state_dict(model), 1)
+    # Version 1 arrives as a state dict, as the learner sends it.
+    perturb_adapter(model)
+    sampler.set_adapter(trainable_state(model), 1)
     exp1, greedy1 = draw(1), draw(1, greedy=True)
     summary["agreement_v1"] = agreement(model, exp1, TEMPERATURE)
     summary["agreement_v1_greedy"] = agreement(model, greedy1, 1.0)
     # How far the update moved the version-0 samples' log-probs: had vLLM kept the old adapter,
-    # agreement_v1 would be about this large rather than bf16-noise small.
+    # agreement_v1 would be about this large rather than rounding-noise small.
     summary["update_shift"] = agreement(model, exp0, TEMPERATURE)
 
     try:

@@ -27,7 +27,7 @@ class VLLMSampler:
     """A vLLM engine over the base model; each learner update arrives as a new, versioned LoRA adapter."""
 
     def __init__(self, model_dir: str | Path, lora: bool = True, max_lora_rank: int = 16,
-                 gpu_memory_utilization: float = 0.4, dtype: str = "bfloat16", seed: int = 0,
+                 gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
                  adapter_config: Any = None, max_model_len: int | None = None, cpu_kv_cache_gib: float = 1.0):
         """`adapter_config` (a peft LoraConfig) is needed only when set_adapter gets a state dict, not a folder.
 

@@ -19,7 +19,9 @@ KEY = "sk-test-0123456789-secret"
 DIMS = {"helpfulness": {"definition": "Does what was asked."}, "correctness": {"definition": "Facts are right."}}
 # The good answer's first-token distribution: "3" and " 3" add up to 0.75, so the expected score is 2.75.
 SCORE_TOP = {"3": math.log(0.5), " 3": math.log(0.25), "2": math.log(0.25), "x": -6.0}
-PAIR_TOP = {"A": math.log(0.6), " A": math.log(0.2), "B": math.log(0.2)}
+# Pairwise: P("A") is 0.8 when response A is "good", else 0.3 (whitespace variants add up).
+GOOD_AS_A = {"A": math.log(0.6), " A": math.log(0.2), "B": math.log(0.2)}
+BAD_AS_A = {"A": math.log(0.3), "B": math.log(0.7)}
 PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Say hi.", "Hi!"), ("Capital of France?", "Paris.")]
 
 
@@ -87,7 +89,8 @@ class FaultServer:
                     return self._send(200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode())
                 if fault == "stall":
                     time.sleep(server.stall_s)
-                top = PAIR_TOP if "Better response" in prompt else SCORE_TOP
+                top = SCORE_TOP if "Better response" not in prompt \
+                    else GOOD_AS_A if "<<<RESPONSE_A>>>\ngood\n" in prompt else BAD_AS_A
                 self._send(200, json.dumps(_chat_answer(top) if chat else _answer(top)).encode())
 
             def _send(self, code, payload):
@@ -177,12 +180,14 @@ def test_one_dimension_failing_is_reweighted_not_zeroed(server, judge_cfg):
         assert v.reward == pytest.approx(2.75 / 4)  # helpfulness alone, reweighted
 
 
-def test_compare_reads_p_a_against_p_b(server, judge_cfg):
+def test_compare_averages_p_a_over_both_orders(server, judge_cfg):
     server.set("none")
     judge = HttpJudge(judge_cfg)
-    assert judge.compare(["q"], ["a"], ["b"]) == [pytest.approx(0.8)]
+    # good as A: P(A) = 0.8; bad as A: P(A) = 0.3, so P(good first is better) = (0.8 + 1 - 0.3) / 2
+    assert judge.compare(["q", "q"], ["good", "bad"], ["bad", "good"]) == [pytest.approx(0.75), pytest.approx(0.25)]
     server.set("500")
-    assert judge.compare(["q"], ["a"], ["b"]) == [None]
+    assert judge.compare(["q"], ["good"], ["bad"]) == [None]
+    assert judge.stats()["failures"] == 1
     judge.close()
 
 
@@ -291,6 +296,8 @@ def test_serve_judge_requires_the_bearer_token(served):
 
 @pytest.mark.slow
 def test_http_scores_agree_with_the_local_judge(served):
+    import torch
+
     from xrlhf.judge.hf import HFJudge
 
     cfg, url = served
@@ -300,7 +307,12 @@ def test_http_scores_agree_with_the_local_judge(served):
     t0 = time.perf_counter()
     over_http = remote.score(prompts, responses)
     t1 = time.perf_counter()
-    local = HFJudge(cfg.judge, "packaged", None).score(prompts, responses)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two shared cores only spin against each other
+    try:
+        local = HFJudge(cfg.judge, "packaged", None).score(prompts, responses)
+    finally:
+        torch.set_num_threads(threads)
     print(f"http {t1 - t0:.1f} s, local {time.perf_counter() - t1:.1f} s for {len(REAL_PAIRS)} pairs")
     assert remote.stats()["failures"] == 0
     remote.close()
