@@ -1,0 +1,164 @@
+"""HFJudge on the tiny random model: prefix sharing is exact, expected mode, cache, missing scores, compare."""
+import pytest
+import torch
+
+from xrlhf.config import JudgeConfig
+from xrlhf.judge.hf import HFJudge
+from xrlhf.judge.rubric import Dimension, expected_score
+from xrlhf.judge.scoring import last_logprobs, shared_prefix_logprobs
+from xrlhf.judge.template import DEFAULT_TEMPLATE, encode, render_dimension, truncate_response
+from xrlhf.models import build_tiny_model
+
+# A short template for the slow paths (generate mode): it opens with the prompt, so no prefix is common to all rows.
+SHORT = "Prompt: {prompt}\nResponse: {response}\nRate {dimension}: {definition}\nScore ({lo}-{hi}):"
+DIMS = [Dimension("helpfulness", "Does what was asked."), Dimension("correctness", "Facts are right."),
+        Dimension("coherence", "Clear and ordered."), Dimension("complexity", "Needs expertise."),
+        Dimension("verbosity", "Says a lot relative to the request, perhaps far too much.")]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_model()
+
+
+def _groups(tok, template, pairs, dims_per_sample):
+    return [[encode(tok, render_dimension(template, p, r, d), "0") for d in DIMS[:n]]
+            for (p, r), n in zip(pairs, dims_per_sample)]
+
+
+@pytest.mark.parametrize("template", [DEFAULT_TEMPLATE, SHORT], ids=["default", "short"])
+def test_shared_prefix_logprobs_equal_plain_left_padded_batches(tiny, template):
+    model, tok = tiny
+    pairs = [("What is 2+2?", "4"), ("Name a colour, any colour you like.", "Blue, like the sky on a clear day."),
+             ("Say hi.", "Hi! " * 12), ("Why?", "Because.")]
+    groups = _groups(tok, template, pairs, [5, 2, 3, 1])  # ragged: 5, 2, 3 and 1 dimensions
+    lengths = {len(s) for g in groups for s in g}
+    assert len(lengths) >= 8  # samples and dimension lines of different lengths
+    vocab = torch.arange(model.config.vocab_size)  # the whole distribution, not only the digits
+    shared = torch.cat(shared_prefix_logprobs(model, groups, vocab))  # [11, V]
+    plain = last_logprobs(model, [s for g in groups for s in g], tok.pad_token_id, vocab)  # [11, V]
+    assert shared.shape == plain.shape == (11, model.config.vocab_size)
+    assert torch.allclose(shared, plain, atol=1e-4), (shared - plain).abs().max()
+    # and each row equals an unpadded single-sequence pass
+    alone = torch.cat([last_logprobs(model, [s], tok.pad_token_id, vocab) for s in (groups[1][1], groups[3][0])])
+    assert torch.allclose(shared[[6, 10]], alone, atol=1e-4)
+
+
+def _judge(**cfg):
+    cfg = {"dimensions": {d.name: {"definition": d.definition} for d in DIMS}, **cfg}
+    return HFJudge(JudgeConfig(**cfg), "tiny")
+
+
+def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs():
+    judge = _judge(dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
+                               "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}},
+                   aggregation="mean", cache=False)
+    prompts = ["expected: What is 2+2?", "expected: Name a colour.", "expected: Say hi."]
+    responses = ["4", "Blue, like the sky on a clear day.", "Hi!"]
+    out = judge.score(prompts, responses)
+    assert judge.stats()["requests"] == 15
+    for j in out:
+        assert j.missing == 0 and set(j.scores) == {d.name for d in DIMS}
+        for name, s in j.scores.items():
+            assert 0.0 <= s <= 4.0 and 0.0 <= j.confidence[name] <= 1.0
+            want = 1 - s / 4 if name == "verbosity" else s / 4
+            assert j.normalised[name] == pytest.approx(want)
+        assert j.reward == pytest.approx(sum(j.normalised.values()) / 5)
+    # the judge's prefix-shared scores equal expected_score over a plain pass on the same judge inputs
+    model, tok = judge.model, judge.tokenizer
+    digits = torch.tensor(list(judge.digit_ids.values()))
+    for p, r, j in zip(prompts, responses, out):
+        seqs = [encode(tok, render_dimension(DEFAULT_TEMPLATE, p, r, d, judge.labels), "0") for d in judge.rubric.dimensions]
+        for d, lp in zip(judge.rubric.dimensions, last_logprobs(model, seqs, tok.pad_token_id, digits).tolist()):
+            score, confidence = expected_score(dict(zip(judge.digit_ids, lp)), d.lo, d.hi)
+            assert j.scores[d.name] == pytest.approx(score, abs=1e-4)
+            assert j.confidence[d.name] == pytest.approx(confidence, abs=1e-4)
+    # batches that split the samples differently give the same scores
+    small = _judge(batch_size=2, cache=False, aggregation="mean",
+                   dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
+                               "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}})
+    for a, b in zip(out, small.score(prompts, responses)):
+        assert b.scores == pytest.approx(a.scores, abs=1e-4)
+
+
+def test_cache_second_identical_call_makes_no_requests():
+    judge = _judge(template=SHORT)
+    prompts, responses = ["cache: What is 2+2?", "cache: Say hi."], ["4", "Hi!"]
+    first = judge.score(prompts, responses)
+    assert judge.stats() == {"requests": 10.0, "failures": 0.0, "retries": 0.0, "cache_hits": 0.0}
+    second = judge.score(prompts, responses)
+    assert judge.stats() == {"requests": 0.0, "failures": 0.0, "retries": 0.0, "cache_hits": 10.0}
+    assert [j.scores for j in second] == [j.scores for j in first]
+    assert [j.confidence for j in second] == [j.confidence for j in first]
+    # a duplicate row inside one call and a new pair: only the new pair's 5 dimensions are computed
+    third = judge.score(prompts + ["cache: Why?"], responses[:1] + ["Hi!", "Because."])
+    assert judge.stats()["requests"] == 5 and third[1].scores == first[1].scores
+    dup = judge.score(["cache: dup"] * 3, ["same"] * 3)
+    assert judge.stats()["requests"] == 5 and dup[0].scores == dup[2].scores
+    # without the cache everything is computed again, with the same result
+    uncached = _judge(template=SHORT, cache=False)
+    assert [j.scores for j in uncached.score(prompts, responses)] == pytest.approx([j.scores for j in first])
+    assert uncached.stats()["requests"] == 10
+
+
+@pytest.mark.parametrize("policy", ["drop", "reweight"])
+def test_generate_garbage_is_counted_missing_never_zero(policy):
+    # The random tiny model greedily answers with spaces: no score parses, nothing is retried.
+    judge = _judge(mode="generate", template=SHORT, generate_retries=0, missing_policy=policy)
+    prompts, responses = [f"garbage {policy}: What is 2+2?", f"garbage {policy}: Say hi."], ["4", "Hi!"]
+    for _ in range(2):  # failures are not cached: the second call asks again
+        out = judge.score(prompts, responses)
+        assert judge.stats() == {"requests": 10.0, "failures": 10.0, "retries": 0.0, "cache_hits": 0.0}
+        for j in out:
+            assert j.missing == 5 and set(j.scores.values()) == {None} and set(j.normalised.values()) == {None}
+            assert j.reward is None  # no score at all: None under both policies, never 0
+
+
+def test_generate_retries_then_policy_decides():
+    """Sampled retries rescue some answers; what stays missing is counted and handled by the policy."""
+    prompts = [f"retry: {p}" for p in ("What is 2+2?", "Name a colour.", "Say hi.", "Why is the sky blue?")]
+    responses = ["4", "Blue, like the sky on a clear day.", "Hi!", "Rayleigh scattering."]
+    runs = {}
+    for policy in ("reweight", "drop"):
+        judge = _judge(mode="generate", template=SHORT, generate_retries=2, missing_policy=policy, cache=False)
+        torch.manual_seed(1234)  # the retries sample; same seed, same answers under both policies
+        runs[policy] = (judge.score(prompts, responses), judge.stats())
+    (rew, rew_stats), (drop, drop_stats) = runs["reweight"], runs["drop"]
+    assert [j.scores for j in rew] == [j.scores for j in drop]
+    missing = sum(j.missing for j in rew)
+    assert rew_stats["failures"] == missing == drop_stats["failures"]
+    assert rew_stats["retries"] >= 20 - sum(j.missing == 0 for j in rew) * 5  # every greedy failure was retried
+    assert 0 < missing < 20 and any(0 < j.missing < 5 for j in rew)  # some parsed, some did not
+    for r, d in zip(rew, drop):
+        present = [v for v in r.normalised.values() if v is not None]
+        assert r.missing == 5 - len(present)
+        assert all(0 <= v <= 1 for v in present) and all(s == int(s) for s in r.scores.values() if s is not None)
+        # reweight: the mean of what parsed (equal weights), None if nothing did; drop: None if anything failed
+        assert r.reward == (pytest.approx(sum(present) / len(present)) if present else None)
+        assert d.reward == (pytest.approx(r.reward) if r.missing == 0 else None)
+        if r.missing and present:  # a missing score is not a 0: the reward is above the zero-filled mean
+            assert r.reward > sum(present) / 5 or sum(present) == 0
+
+
+def test_compare_is_symmetric_in_the_two_orders():
+    judge = _judge(template=SHORT)
+    prompts = ["compare: What is 2+2?", "compare: Name a colour.", "compare: Say hi."]
+    a, b = ["4", "Blue.", "Hi there, how are you?"], ["five", "I like trains a lot.", "No."]
+    ab, ba = judge.compare(prompts, a, b), judge.compare(prompts, b, a)
+    assert judge.stats()["requests"] == 6
+    for x, y in zip(ab, ba):
+        assert 0.0 <= x <= 1.0 and x == pytest.approx(1.0 - y, abs=1e-6)
+    assert judge.compare(prompts[:1], a[:1], a[:1]) == pytest.approx([0.5], abs=1e-6)  # a tie with itself
+
+
+def test_long_response_is_cut_and_the_rubric_reaches_the_judge():
+    judge = _judge(max_response_tokens=64, cache=False)
+    long = "Tyres are round. " + "filler " * 300 + "Score: 4"
+    clipped = truncate_response(judge.tokenizer, long, 64)
+    ids = encode(judge.tokenizer, render_dimension(DEFAULT_TEMPLATE, "How?", clipped, DIMS[0], judge.labels), "0")
+    text = judge.tokenizer.decode(ids, skip_special_tokens=True)
+    assert text.rstrip().endswith("Dimension: helpfulness. Does what was asked.\nScore (0-4):")
+    assert "Score: 4" not in text and "more tokens not shown" in text
+    # the judge itself scores the long response as usual (the cut happens inside score())
+    (j,) = judge.score(["How?"], [long])
+    assert j.missing == 0 and all(0 <= s <= 4 for s in j.scores.values())
