@@ -136,6 +136,8 @@ class JudgeConfig(Strict):
     num_actors: int = Field(1, gt=0)
     cache: bool = True
     max_consecutive_failed_steps: int = Field(3, gt=0)
+    # Stop (with a checkpoint) once no judge answer has succeeded for this long, however few steps that took.
+    max_seconds_without_success: float = Field(600.0, gt=0)
     http: HttpJudgeConfig = HttpJudgeConfig()
     serve: ServeConfig = ServeConfig()
     rule: RuleJudgeConfig = RuleJudgeConfig()
@@ -181,6 +183,9 @@ class AlgorithmConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_nonfinite_in_a_row: int = Field(3, gt=0)
+    # FAULT INJECTION for tests and drills only; leave empty. The learner's optimiser-step attempts
+    # (0-based, counted from the learner's start) whose loss is replaced by NaN, to prove a NaN is skipped.
+    debug_inject_nonfinite: list[int] = []
     ppo: PPOConfig = PPOConfig()
     reinforce: ReinforceConfig = ReinforceConfig()
 
@@ -326,6 +331,14 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """One line: where the YAML broke and why (PyYAML's own text spans several lines of context)."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load YAML, apply dotted overrides, validate. Raises ConfigError naming the bad key and value."""
     raw: dict[str, Any] = {}
@@ -336,7 +349,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(loaded).__name__}")
         raw = loaded or {}

@@ -22,6 +22,7 @@ from xrlhf.config import Config, ResourcesConfig
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
 from xrlhf.generation import merge_experiences
+from xrlhf.models import check_model_source
 from xrlhf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,18 @@ class Controller:
         self.run = RunDir(run_dir)
         self.resume = resume
         self.judge_failed_steps = 0
+        self.judge_last_success = time.monotonic()
 
     def train(self) -> Path:
         cfg = self.cfg
         pset = load_prompts(cfg.data.source, "train", cfg.data.path, max_prompt_tokens=cfg.data.max_prompt_tokens)
         if pset.total_skipped:
             log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
-        init_ray(cfg.resources)  # after the data: a bad prompt file fails before Ray starts
+        if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the path is the nodes' business
+            check_model_source(cfg.model.name)
+            if cfg.judge.backend == "hf":
+                check_model_source(cfg.judge.model or cfg.model.name)
+        init_ray(cfg.resources)  # after the data and model checks: a bad file or path fails before Ray starts
         start = 0
         if self.resume and self.run.latest_checkpoint() is None and self.run.read_metrics():
             log.warning("no checkpoint in %s: starting again from step 0", self.run.path)
@@ -156,6 +162,7 @@ class Controller:
         self.run.truncate_after(start)
         self._sync_weights()
         self.wandb = _wandb_run(cfg, self.run.path)
+        self.judge_last_success = time.monotonic()
         for step in range(start, cfg.steps):
             row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step,
                                                                    cfg.seed, cfg.data.shuffle))
@@ -246,15 +253,24 @@ class Controller:
         return row
 
     def _check_judge(self, step: int, valid: list[int]) -> None:
+        """Stop, with a checkpoint at this step, after judge.max_consecutive_failed_steps steps or
+        judge.max_seconds_without_success seconds in which the judge scored no sample."""
         if valid:
             self.judge_failed_steps = 0
+            self.judge_last_success = time.monotonic()
             return
         self.judge_failed_steps += 1
-        log.error("step %d: the judge scored no sample; no update (%d steps in a row)", step, self.judge_failed_steps)
-        if self.judge_failed_steps >= self.cfg.judge.max_consecutive_failed_steps:
+        silent_s = time.monotonic() - self.judge_last_success
+        log.error("step %d: the judge scored no sample; no update (%d steps, %.0f s without a score)", step,
+                  self.judge_failed_steps, silent_s)
+        j = self.cfg.judge
+        if self.judge_failed_steps >= j.max_consecutive_failed_steps or silent_s >= j.max_seconds_without_success:
             self._checkpoint(step)
-            raise JudgeUnavailableError(f"the judge failed every sample for {self.judge_failed_steps} steps in a row; "
-                                        f"stopped at step {step} with a checkpoint in {self.run.checkpoints}")
+            raise JudgeUnavailableError(f"the judge failed every sample for {self.judge_failed_steps} steps in a row "
+                                        f"({silent_s:.0f} s without a score; limits: judge.max_consecutive_failed_steps="
+                                        f"{j.max_consecutive_failed_steps}, judge.max_seconds_without_success="
+                                        f"{j.max_seconds_without_success:g}); stopped at step {step} with a checkpoint "
+                                        f"in {self.run.checkpoints}")
 
     def _checkpoint(self, next_step: int) -> None:
         state = ray.get(self.graph.learner.state.remote())

@@ -113,6 +113,14 @@ def resolve(name: str, cache_dir: str | None = None) -> str:
     return name
 
 
+def check_model_source(name: str) -> None:
+    """Raise ModelError now for a model name that is neither tiny, packaged, a directory nor a hub id (no loading)."""
+    if name in (TINY, PACKAGED):
+        return
+    if not _looks_like_hub_id(name) and not Path(name).is_dir():
+        raise ModelError(f"model {name!r}: {name} is neither a directory nor a hub id")
+
+
 def load_causal_lm(name: str, dtype: str = "float32", load_in_4bit: bool = False,
                    cache_dir: str | None = None, device: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode; tokenizer pads on the left and always has a pad token."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ import torch
 
 from xrlhf.config import Config, dump_config
 
+log = logging.getLogger(__name__)
 CKPT_PREFIX = "step_"
 
 
@@ -75,9 +77,11 @@ class RunDir:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.checkpoints))
         save_adapter(str(tmp / "adapter"))
         torch.save(learner_state, tmp / "learner_state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))  # written last: the completion marker
         if final.exists():
-            shutil.rmtree(final)
+            # Moved aside in one rename, never deleted in place: a kill mid-delete would leave a torn step_N
+            # that `latest` still names. latest_checkpoint() falls back to an older one while step_N is absent.
+            os.replace(final, Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.checkpoints)) / "old")
         os.replace(tmp, final)
         atomic_write_text(self.checkpoints / "latest", final.name)
         self._prune(keep_last)
@@ -91,16 +95,28 @@ class RunDir:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def latest_checkpoint(self) -> Path | None:
+        """The checkpoint `latest` names if it is complete, else the newest complete one; None without any.
+
+        Temp folders (.tmp-*) from a save that a kill interrupted are never candidates.
+        """
         pointer = self.checkpoints / "latest"
-        if not pointer.exists():
-            return None
-        ckpt = self.checkpoints / pointer.read_text().strip()
-        return ckpt if (ckpt / "trainer_state.json").exists() else None
+        named = self.checkpoints / pointer.read_text().strip() if pointer.exists() else None
+        if named is not None and _complete(named):
+            return named
+        done = sorted((p for p in self.checkpoints.glob(f"{CKPT_PREFIX}*") if _complete(p)), reverse=True)
+        if done:
+            log.warning("checkpoint %s is missing or incomplete; using %s", named.name if named else "latest",
+                        done[0].name)
+        return done[0] if done else None
 
     def load_checkpoint(self, ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         trainer_state = json.loads((ckpt / "trainer_state.json").read_text())
         learner_state = torch.load(ckpt / "learner_state.pt", weights_only=False)
         return learner_state, trainer_state
+
+
+def _complete(ckpt: Path) -> bool:
+    return ckpt.is_dir() and all((ckpt / name).exists() for name in ("trainer_state.json", "learner_state.pt", "adapter"))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -35,6 +35,7 @@ class PolicyTrainer:
         self.version = 0
         self.nonfinite_in_a_row = 0
         self.skipped_updates = 0
+        self.step_attempts = 0  # counts step() calls, for algorithm.debug_inject_nonfinite
 
     def add_params(self, params: list[torch.nn.Parameter]) -> None:
         """Register parameters created after the policy (e.g. a value head) with the optimiser."""
@@ -52,6 +53,10 @@ class PolicyTrainer:
     def step(self, loss: torch.Tensor) -> tuple[float, bool]:
         """Backward, clip, step. A non-finite loss or gradient skips the update; returns (grad_norm, applied)."""
         self.optimizer.zero_grad(set_to_none=True)
+        if self.step_attempts in self.cfg.algorithm.debug_inject_nonfinite:
+            log.warning("fault injection: step attempt %d gets a NaN loss", self.step_attempts)
+            loss = loss * float("nan")
+        self.step_attempts += 1
         if not torch.isfinite(loss):
             return self._skip("loss", float("nan"))
         loss.backward()
