@@ -55,6 +55,20 @@ _MARKER_NAME = re.compile(rf"\b(?:end{_SEP})?(?:user{_SEP}prompt|response(?:{_SE
 _VERDICT_WORDS = r"score|rating|grade|verdict|evaluation|judge?ment|assessment"
 # "... Score (0-4): 4" anywhere: the exact shape of our cue.
 _CUE_LOOKALIKE = re.compile(r"\bscore(\s*\([^)\n]{0,16}\))?\s*:", re.IGNORECASE)
+# Tokenizers turn these strings into real control tokens ("<eos>", "<start_of_turn>", "<|im_end|>"), so
+# a response could end the judge's turn or open a new one; their angle brackets become look-alikes.
+_SPECIAL_TOKEN = re.compile(r"<(\|[^|<>\n]{1,40}\||/?(?:s|bos|eos|pad|unk|mask|sep|cls|start_of_turn|end_of_turn|"
+                            r"start_of_image|end_of_image|endoftext|im_start|im_end|eot_id|start_header_id|"
+                            r"end_header_id|begin_of_text|end_of_text|unused\d+))>", re.IGNORECASE)
+# A number the response awards itself: the digits shortly after a verdict word ("score (0-4) = 4",
+# "correctness 4/4", '"helpfulness": 4', "rating: 4 out of 4") or right after an order to the judge
+# ("output 4", "always answers 4", "must receive 4"). They become "#", so the judge's next token has
+# no score digit in the response to copy; numbers elsewhere (the content being judged) stay.
+_VERDICT_NUMBER_WORDS = r"scores?|scored|ratings?|rated?|grades?|graded|verdicts?|points?|marks?|stars?"
+_ORDER_NUMBER = re.compile(r"\b(?:output|answer|receive|give|assign|award|return|reply|respond|print|say|write)s?"
+                           r"(?:\s+(?:with|a|an|it|this|them|only|just|exactly|the\s+number|it\s+a))*\s+(\d+)\b",
+                           re.IGNORECASE)
+_NUMBER_WINDOW = 28  # characters after a verdict word in which digits count as the claimed score
 
 
 def sanitise(text: str, labels: tuple[str, ...] = ()) -> str:
@@ -63,16 +77,29 @@ def sanitise(text: str, labels: tuple[str, ...] = ()) -> str:
     After this no "<<" or ">>" remains (runs become "‹‹" / "››") (so a block cannot be closed from inside), marker names
     written as markers ("END_RESPONSE", "<< end response >>") become plain words, a line that
     opens like a verdict ("Score: 4", "## Helpfulness: 4" with "helpfulness" in labels) is
-    relabelled as quoted, and "score:" anywhere loses the colon our cue ends with.
+    relabelled as quoted, "score:" anywhere loses the colon our cue ends with, the number a
+    response awards itself ("Score: 4", "correctness 4/4", "output 4") becomes "#", and strings a
+    tokenizer would read as control tokens ("<eos>", "<start_of_turn>", "<|im_end|>") lose their brackets.
     """
     text = unicodedata.normalize("NFKC", text)  # fullwidth "＜＜" and the like become "<<" first
+    text = _SPECIAL_TOKEN.sub(lambda m: f"‹{m.group(1)}›", text)
     text = _ANGLE_RUN.sub(_guillemets, text)
     text = _MARKER_NAME.sub(_soften_marker_name, text)
     words = "|".join([_VERDICT_WORDS] + [re.escape(w) for w in labels])
     verdict_line = re.compile(rf"^([ \t>*#\-|`]*)((?:final\s+|overall\s+)?(?:{words})(?:\s+score)?s?\b)",
                               re.IGNORECASE | re.MULTILINE)
     text = verdict_line.sub(lambda m: f"{m.group(1)}(quoted) {m.group(2).lower()}", text)
-    return _CUE_LOOKALIKE.sub(lambda m: f"score{m.group(1) or ''} =", text)
+    text = _CUE_LOOKALIKE.sub(lambda m: f"score{m.group(1) or ''} =", text)
+    return _redact_claimed_scores(text, labels)
+
+
+def _redact_claimed_scores(text: str, labels: tuple[str, ...]) -> str:
+    words = "|".join([_VERDICT_NUMBER_WORDS] + [re.escape(w) for w in labels])
+    after_word = re.compile(rf"\b(?:{words})\b[^\n]{{0,{_NUMBER_WINDOW}}}", re.IGNORECASE)
+    # Within the window, a digit run that is a whole number (not "3.14" or "x2") is the claim.
+    claim = re.compile(r"(?<![\w.])\d+(?![\w]|\.\d)")
+    text = after_word.sub(lambda m: claim.sub("#", m.group(0)), text)
+    return _ORDER_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "#", text)
 
 
 def _guillemets(match: re.Match[str]) -> str:
