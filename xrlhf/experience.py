@@ -45,25 +45,31 @@ def masked_whiten(
     return whitened * mask.to(x.dtype)
 
 
-def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
-    """log softmax(logits)[token] per position, `[B, L, V], [B, L] -> [B, L]`, in float32.
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor, chunk_size: int = 4,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature)[token] per position, `[B, L, V], [B, L] -> [B, L]`, in float32.
 
-    Works `chunk_size` batch rows at a time so no full `[B, L, V]` log-softmax is ever built.
+    Works `chunk_size` batch rows at a time so no full `[B, L, V]` log-softmax is ever built; the temperature is
+    applied per chunk too, so no scaled copy of the whole `[B, L, V]` either.
     """
     out = []
     for rows, row_tokens in zip(logits.split(chunk_size), tokens.split(chunk_size)):
         rows = rows.float()  # [c, L, V]; bf16 logsumexp over a large vocabulary loses too much
+        if temperature != 1.0:
+            rows = rows / temperature
         picked = rows.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)  # [c, L]
         # log p(y) = z_y - log Σ_v exp(z_v)
         out.append(picked - torch.logsumexp(rows, dim=-1))
     return torch.cat(out)
 
 
-def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 4) -> torch.Tensor:
-    """Entropy of softmax(logits) per position, `[B, L, V] -> [B, L]`, chunked over batch rows."""
+def entropy_from_logits(logits: torch.Tensor, chunk_size: int = 4, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) per position, `[B, L, V] -> [B, L]`, chunked over batch rows."""
     out = []
     for rows in logits.split(chunk_size):
         rows = rows.float()  # [c, L, V]
+        if temperature != 1.0:
+            rows = rows / temperature
         probs = torch.softmax(rows, dim=-1)
         # H = -Σ p log p = logsumexp(z) - Σ p z
         out.append(torch.logsumexp(rows, dim=-1) - (probs * rows).sum(-1))
@@ -87,11 +93,14 @@ def response_logprobs(
     temperature: float = 1.0,
     return_entropy: bool = False,
     return_hidden: bool = False,
+    entropy_grad: bool = True,
 ) -> ResponseForward:
     """Log-probabilities of the response tokens under a HF causal LM, `[B, T] -> [B, R]`.
 
     `temperature` must be the sampling temperature, so the result matches the sampler's logprobs.
     Values at padded response positions are meaningless; mask them with `response_mask`.
+    `entropy_grad=False` computes the entropy outside autograd: for a metric that is not in the loss, which would
+    otherwise keep a softmax over the whole vocabulary per position alive until the backward pass is done.
     """
     T = input_ids.shape[1]
     P = T - response_len
@@ -106,10 +115,14 @@ def response_logprobs(
         logits_to_keep=response_len + 1,
     )
     # The logits at position t predict token t + 1, so positions [P-1, T-1) predict the response.
-    logits = out.logits[:, -(response_len + 1) : -1] / temperature  # [B, R, V]
+    logits = out.logits[:, -(response_len + 1) : -1]  # [B, R, V], a view: temperature is applied per chunk
+    entropy = None
+    if return_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = entropy_from_logits(logits if entropy_grad else logits.detach(), temperature=temperature)
     return ResponseForward(
-        logprobs=gather_logprobs(logits, input_ids[:, P:]),
-        entropy=entropy_from_logits(logits) if return_entropy else None,
+        logprobs=gather_logprobs(logits, input_ids[:, P:], temperature=temperature),
+        entropy=entropy,
         hidden=out.hidden_states[-1][:, P - 1 : T - 1] if return_hidden else None,
     )
 

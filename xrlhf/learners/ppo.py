@@ -45,7 +45,8 @@ class PPOLearner:
     def _forward(self, exp: Experience, idx: list[int]):
         """Policy log-probs, entropy and values for rows idx."""
         shared = self.critic_model is None
-        fwd = self.trainer.forward(exp, idx, return_entropy=True, return_hidden=shared)
+        fwd = self.trainer.forward(exp, idx, return_entropy=True, return_hidden=shared,
+                                   entropy_grad=self.cfg.algorithm.ppo.ent_coef > 0)
         if shared:
             return fwd, self.value_head(fwd.hidden)
         ids, att = exp.input_ids[idx].to(self.trainer.device), exp.attention_mask[idx].to(self.trainer.device)

@@ -31,7 +31,7 @@ class ReinforceLearner:
         advantages = returns - baseline
         if alg.reinforce.whiten_advantages and advantages.numel() > 1:
             advantages = masked_whiten(advantages, torch.ones_like(advantages))
-        fwd = self.trainer.forward(exp, return_entropy=True)
+        fwd = self.trainer.forward(exp, return_entropy=True, entropy_grad=False)  # entropy: a metric only
         loss = reinforce_loss(fwd.logprobs, advantages.to(fwd.logprobs.device), mask.to(fwd.logprobs.device))
         grad_norm, applied = self.trainer.step(loss)
         if applied:
