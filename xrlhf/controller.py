@@ -34,11 +34,7 @@ class JudgeUnavailableError(RuntimeError):
 
 
 def init_ray(res: ResourcesConfig) -> None:
-    """Join the cluster at resources.address / RAY_ADDRESS, or start Ray on this machine.
-
-    A local Ray binds to 127.0.0.1 only when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before
-    `import ray` (the xrlhf CLI does); otherwise Ray 2.x listens on all interfaces and this warns.
-    """
+    """Join the cluster at resources.address / RAY_ADDRESS, or start Ray on this machine, on 127.0.0.1."""
     if ray.is_initialized():
         return
     address = res.address or os.environ.get("RAY_ADDRESS")
@@ -48,12 +44,35 @@ def init_ray(res: ResourcesConfig) -> None:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
         return
     # No runtime_env: local workers inherit this environment, and no secret reaches Ray's logs.
-    ray.init(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,
-             dashboard_host=res.dashboard_host, log_to_driver=True)
+    start_local_ray(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,
+                    dashboard_host=res.dashboard_host, log_to_driver=True)
     node_ip = ray.util.get_node_ip_address()
     if not ipaddress.ip_address(node_ip).is_loopback:
-        log.warning("local Ray listens on %s as well as 127.0.0.1; set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
-                    "before importing ray to keep it on loopback", node_ip)
+        log.warning("local Ray listens on %s as well as 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is set)",
+                    node_ip)
+
+
+def start_local_ray(**init_kwargs: Any) -> None:
+    """ray.init of a single-machine Ray whose servers (GCS, raylet, workers, agents) bind 127.0.0.1 only.
+
+    Ray binds loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: its child processes read the variable
+    when they start, this process read it at `import ray`, so both are set around the call and put back
+    after (a later `ray start` in this process would otherwise refuse). A user's explicit =1 is kept.
+    """
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    env_before, flag_before = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    if (env_before or "").lower() not in ("1", "true"):
+        os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        ray.init(**init_kwargs)
+    finally:
+        if env_before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = env_before
+        ray_constants.ENABLE_RAY_CLUSTER = flag_before
 
 
 @dataclass

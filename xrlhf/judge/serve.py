@@ -109,8 +109,10 @@ def _init_ray(cfg: Config) -> None:
     if res.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=res.address)
     else:
-        ray.init(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=False,
-                 dashboard_host=res.dashboard_host)
+        from xrlhf.controller import start_local_ray
+
+        start_local_ray(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=False,
+                        dashboard_host=res.dashboard_host)
     _state["started_ray"] = True
 
 
