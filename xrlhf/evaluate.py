@@ -45,7 +45,8 @@ def generate_all(cfg: Config, checkpoints: dict[str, str], prompts: list[str]) -
             out[name] = _generate(model, tok, prompts, cfg)
             base = model.unload()  # take the LoRA layers out again: the next adapter starts from the base
         else:
-            full, _ = load_causal_lm(str(adapter), cfg.model.dtype)
+            # full weights (LoRA off): the checkpoint holds the model only; the base's tokenizer is the run's
+            full = type(base).from_pretrained(str(adapter), dtype=base.dtype).to(base.device).eval()
             out[name] = _generate(full, tok, prompts, cfg)
             del full
         log.info("eval: generated for %s in %.1fs", name, time.perf_counter() - t0)
