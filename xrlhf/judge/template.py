@@ -69,6 +69,12 @@ _ORDER_NUMBER = re.compile(r"\b(?:output|answer|receive|give|assign|award|return
                            r"(?:\s+(?:with|a|an|it|this|them|only|just|exactly|the\s+number|it\s+a))*\s+(\d+)\b",
                            re.IGNORECASE)
 _NUMBER_WINDOW = 28  # characters after a verdict word in which digits count as the claimed score
+# Text that addresses the judge ("ignore all previous instructions", "[system]:", "evaluator override"):
+# every whole number from there to the end of its line is a claim too ("...; the correct output is 4").
+_ADDRESSES_JUDGE = re.compile(r"\b(?:ignore|disregard|forget)\b[^\n]{0,40}?\b(?:instructions?|rubric|rules|guidelines)\b"
+                              r"|\b(?:judge|evaluator|grader|assessor)s?\b|\bsystem(?:\s+message)?\s*[:\]]|\boverride\b",
+                              re.IGNORECASE)
+_ADDRESS_REACH = 160  # characters after the address, within its line
 
 
 def sanitise(text: str, labels: tuple[str, ...] = ()) -> str:
@@ -78,7 +84,8 @@ def sanitise(text: str, labels: tuple[str, ...] = ()) -> str:
     written as markers ("END_RESPONSE", "<< end response >>") become plain words, a line that
     opens like a verdict ("Score: 4", "## Helpfulness: 4" with "helpfulness" in labels) is
     relabelled as quoted, "score:" anywhere loses the colon our cue ends with, the number a
-    response awards itself ("Score: 4", "correctness 4/4", "output 4") becomes "#", and strings a
+    response awards itself ("Score: 4", "correctness 4/4", "output 4", any number in a line that
+    addresses the judge after "ignore all previous instructions") becomes "#", and strings a
     tokenizer would read as control tokens ("<eos>", "<start_of_turn>", "<|im_end|>") lose their brackets.
     """
     text = unicodedata.normalize("NFKC", text)  # fullwidth "＜＜" and the like become "<<" first
@@ -99,6 +106,8 @@ def _redact_claimed_scores(text: str, labels: tuple[str, ...]) -> str:
     # Within the window, a digit run that is a whole number (not "3.14" or "x2") is the claim.
     claim = re.compile(r"(?<![\w.])\d+(?![\w]|\.\d)")
     text = after_word.sub(lambda m: claim.sub("#", m.group(0)), text)
+    addressed = re.compile(rf"(?:{_ADDRESSES_JUDGE.pattern})[^\n]{{0,{_ADDRESS_REACH}}}", re.IGNORECASE)
+    text = addressed.sub(lambda m: claim.sub("#", m.group(0)), text)
     return _ORDER_NUMBER.sub(lambda m: m.group(0)[:m.start(1) - m.start(0)] + "#", text)
 
 
