@@ -30,7 +30,7 @@ def main() -> None:
     overrides = [f"steps={args.steps}", f"checkpoint.every={args.steps}", f"algorithm.name={args.algorithm}",
                  *([] if args.full_shape else SMALL)]
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        rows, per_actor = run_xrlhf_train_watched(CONFIGS["gemma"], overrides, Path(tmp) / "run")
+        rows, per_actor = run_xrlhf_train_watched(CONFIGS["gemma"], overrides, Path(tmp) / "run", timeout_s=900)
     table_rows: list[dict[str, Any]] = [{"process": k, **v} for k, v in per_actor.items()]
     actors = [r for r in table_rows if not r["process"].startswith("driver")]
     total = {"process": "all actors", **{k: sum(r.get(k, 0.0) for r in actors)

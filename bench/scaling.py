@@ -1,6 +1,7 @@
 """Throughput of the real Ray graph with 1 and 2 rollout actors and 1 and 2 judge actors (`rollout.num_actors`,
-`judge.num_actors`), on gemma-3-270m (quickstart config: LoRA policy, hf judge on the same base model, reference
-colocated in the learner), then the step-time model of BENCHMARKS.md checked against the measured stage times.
+`judge.num_actors`), by default on the tiny model (configs/tiny.yaml with the hf judge on the same base model,
+the reference colocated in the learner; `--model gemma` for the quickstart model, whose steps take minutes here),
+then the step-time model of BENCHMARKS.md checked against the measured stage times.
 
 The controller's step is sequential in phases: rollout (actors in parallel, each on its share of the prompts)
 → judge actors in parallel with the reference pass → learner update → weight sync. So
@@ -10,7 +11,7 @@ The controller's step is sequential in phases: rollout (actors in parallel, each
 with T(1) the single-actor stage times (a stage's fixed per-call cost does not divide; on one machine two actors
 also share its cores, so the division is by min(N, free cores)).
 
-    python bench/scaling.py                    # 3 configurations × 3 steps, about 8 minutes on 2 shared cores
+    python bench/scaling.py                    # tiny, 3 configurations × 3 steps, 3-8 minutes on 2 shared cores
     python bench/scaling.py --steps 4 --configs 1x1 2x1
 """
 from __future__ import annotations
@@ -24,17 +25,21 @@ from typing import Any
 
 from common import CONFIGS, run_xrlhf_train_watched, table, write_result
 
-SHAPE = ["rollout.prompts_per_step=4", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=16",
-         "judge.max_response_tokens=64", "algorithm.name=reinforce"]
+SHAPES = {  # the hf judge on the policy's base model in both; gemma's steps take minutes on this machine
+    "tiny": ["rollout.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.max_new_tokens=16",
+             "judge.backend=hf", "judge.max_response_tokens=64", "algorithm.name=reinforce"],
+    "gemma": ["rollout.prompts_per_step=2", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=16",
+              "judge.max_response_tokens=64", "algorithm.name=reinforce"],
+}
 STAGES = ("rollout", "judge", "reference", "learner", "sync")
 
 
-def run(n_rollout: int, n_judge: int, steps: int) -> dict[str, Any]:
-    overrides = [*SHAPE, f"steps={steps}", f"checkpoint.every={steps}", f"rollout.num_actors={n_rollout}",
+def run(model: str, n_rollout: int, n_judge: int, steps: int) -> dict[str, Any]:
+    overrides = [*SHAPES[model], f"steps={steps}", f"checkpoint.every={steps}", f"rollout.num_actors={n_rollout}",
                  f"judge.num_actors={n_judge}", "resources.num_cpus=2"]
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         t0 = time.perf_counter()
-        rows, mem = run_xrlhf_train_watched(CONFIGS["gemma"], overrides, Path(tmp) / "run")
+        rows, mem = run_xrlhf_train_watched(CONFIGS[model], overrides, Path(tmp) / "run")
         wall = time.perf_counter() - t0
     measured = rows[1:] or rows  # the first step warms caches up
     stages = {k: statistics.median(r[f"time/{k}"] for r in measured) for k in STAGES}
@@ -60,6 +65,7 @@ def predict(base: dict[str, float], n_rollout: int, n_judge: int, cores: float) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", choices=list(SHAPES))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--configs", nargs="+", default=["1x1", "2x1", "1x2"],
                     help="ROLLOUTxJUDGE actor counts; the first is the single-actor baseline")
@@ -68,7 +74,7 @@ def main() -> None:
     for c in args.configs:
         n_r, n_j = (int(x) for x in c.split("x"))
         print(f"  {n_r} rollout × {n_j} judge actors ...", flush=True)
-        runs.append(run(n_r, n_j, args.steps))
+        runs.append(run(args.model, n_r, n_j, args.steps))
         r = runs[-1]
         print(f"    step {r['step_s']:.2f}s, " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_median_s"].items()),
               flush=True)
@@ -83,7 +89,7 @@ def main() -> None:
                      "samples/s": r["samples_per_s"], "speedup": r["speedup_vs_base"], "predicted_step_s": pred,
                      **{f"{k}_s": v for k, v in r["stages_median_s"].items()}})
     print(table(rows, list(rows[0])))
-    out = {"model": "gemma-3-270m (configs/quickstart.yaml)", "shape_overrides": SHAPE, "runs": runs,
+    out = {"model": args.model, "config": str(CONFIGS[args.model].name), "shape_overrides": SHAPES[args.model], "runs": runs,
            "model_formula": "T_rollout/N_r + max(T_judge/N_j, T_reference) + T_learner + T_sync"}
     print(f"wrote {write_result('scaling', out)}")
 
