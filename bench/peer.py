@@ -49,8 +49,8 @@ def compare(shape: Shape, rounds: int, threads: int, peers: list[str]) -> dict[s
         runners[f"xrlhf-{alg}"] = XrlhfStep(xrlhf_config(shape, alg), prompts)
     judge = runners["xrlhf-reinforce"].judge
     cfg = runners["xrlhf-reinforce"].cfg
-    # TRL runs one step more than is measured: its last step of train() cost about twice the others here
-    # (CPU time, gemma and tiny alike), so the measured steps are all ordinary ones; the extra one never starts.
+    # TRL is given one step more than is measured (the extra one never starts), so no end-of-training work
+    # can fall into a measured step.
     for kind in peers:
         runners[f"trl-{kind}"] = TrlStep(kind, shape, cfg, prompts, judge, steps=rounds + 2, threads=threads)
     print(f"[{shape.model}] runners built in {time.perf_counter() - t0:.0f}s; {rounds} rounds + 1 warm-up")
@@ -63,13 +63,13 @@ def compare(shape: Shape, rounds: int, threads: int, peers: list[str]) -> dict[s
 def head_rows(shape: Shape, sequence_shape: list[int]) -> dict[str, Any]:
     """Rows of the LM head (vocab x hidden matmul) per log-prob pass (reference, and the policy's forward).
 
-    xrlhf asks the model for logits at the R + 1 positions that predict the response (logits_to_keep). TRL 1.16's
+    xrlhf asks the model for logits at the R positions that predict the response (logits_to_keep). TRL 1.16's
     fused LM head scores only the completion's positions on Triton devices (CUDA); elsewhere, CPU included, it scores
     every position, prompt included (trl/trainer/utils.py add_fused_lm_head: `compact = _use_triton(...)`).
     """
     B, T = sequence_shape
     R = shape.new_tokens
-    return {"xrlhf": B * (R + 1), "trl_cpu": B * (T - 1), "trl_cuda": B * R, "T": T, "R": R}
+    return {"xrlhf": B * R, "trl_cpu": B * (T - 1), "trl_cuda": B * R, "T": T, "R": R}
 
 
 def profile_step(step: XrlhfStep, top: int = 12) -> list[dict[str, Any]]:
