@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from common import Shape, load_gemma, table, train_prompts, write_result
+from common import Shape, table, train_prompts, write_result
 
 SHAPE = Shape("gemma", prompts=4, samples=2, new_tokens=32)  # the quickstart's rollout batch
 TARGET = 0.5  # forward-heavy stages: ≥ 50% of the measured matmul rate

@@ -99,7 +99,7 @@ def behaviour(rounds: int) -> dict[str, Any]:
     exactness = []
     for r in range(rounds):
         exp, t_after = after(r)
-        seqs, lp, t_gen, t_pass = before(r)
+        _, _, t_gen, t_pass = before(r)
         rows["after_sample_with_logprobs"].append(t_after)
         rows["before_generate"].append(t_gen)
         rows["before_second_pass"].append(t_pass)
