@@ -129,9 +129,16 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
                    timeout=120)
     try:
         run = tmp_path / "job-run"
-        out = subprocess.run(["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".",
-                              "--", "xrlhf", "train", "configs/tiny.yaml", "steps=2", "--run-dir", str(run)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+        # The head's job agent registers a few seconds after `ray start` returns (longer on a loaded machine);
+        # until then the server answers "No available agent to submit job", and the submission is retried.
+        deadline = time.monotonic() + 180
+        while True:
+            out = subprocess.run(["ray", "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir",
+                                  ".", "--", "xrlhf", "train", "configs/tiny.yaml", "steps=2", "--run-dir", str(run)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
+            if "No available agent" not in out.stdout + out.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(5)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
         assert "succeeded" in out.stdout.lower()
         assert [r["step"] for r in _rows(run / "metrics.jsonl")] == [0, 1]
