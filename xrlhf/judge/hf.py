@@ -14,7 +14,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 from xrlhf.config import JudgeConfig
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.scoring import pad, shared_prefix_logprobs
+from xrlhf.judge.scoring import last_logprobs, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (DEFAULT_TEMPLATE, encode, render_dimension, render_pairwise,
                                   answer_token_ids, truncate_response)
 from xrlhf.models import load_causal_lm
@@ -129,7 +129,16 @@ class HFJudge:
         ids = torch.tensor(list(self.digit_ids.values()))
         tokens = list(self.digit_ids)
         out: list[Verdict | None] = [None] * len(inputs)
-        for chunk in _chunks(list(groups.values()), self.cfg.batch_size):
+        shared = [rows for rows in groups.values() if len(rows) > 1]
+        # A sample with one dimension left to score has nothing to share: those run as plain left-padded
+        # batches, one forward per batch instead of a prefix pass and an ending pass per sample.
+        single = [rows[0] for rows in groups.values() if len(rows) == 1]
+        for start in range(0, len(single), self.cfg.batch_size):
+            rows = single[start:start + self.cfg.batch_size]
+            lp = last_logprobs(self.model, [inputs[r] for r in rows], self.tokenizer.pad_token_id, ids)
+            for r, row_lp in zip(rows, lp.tolist()):
+                out[r] = Verdict(*expected_score(dict(zip(tokens, row_lp)), dims[r].lo, dims[r].hi))
+        for chunk in _chunks(shared, self.cfg.batch_size):
             logprobs = shared_prefix_logprobs(self.model, [[inputs[r] for r in rows] for rows in chunk], ids)
             for rows, lp in zip(chunk, logprobs):  # lp: [D_i, K]
                 for r, row_lp in zip(rows, lp.tolist()):
