@@ -113,11 +113,13 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
     import tempfile
 
     ports = []
-    for _ in range(2):
+    for _ in range(6):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(str(s.getsockname()[1]))
-    port, dash = ports
+    # Every port of its own: the agents' default ports are fixed numbers, and while another Ray runs on the
+    # machine (this module's local_ray) a second head's job agent could not bind them and never registered.
+    port, dash, agent, agent_grpc, runtime_env, metrics = ports
     # A temp dir of its own (short: Ray's socket paths must fit 107 bytes) marks this head's processes, so
     # the test stops them alone; `ray stop` would stop every Ray instance on the machine.
     temp_dir = tempfile.mkdtemp(prefix="xrj", dir="/tmp")
@@ -125,6 +127,8 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=4",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                    f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                     f"--temp-dir={temp_dir}", "--disable-usage-stats"], check=True, capture_output=True, env=env,
                    timeout=120)
     try:
