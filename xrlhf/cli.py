@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as exc:
         print(f"xrlhf {args.command}: {exc}", file=sys.stderr)
         return 1
+    except _user_errors() as exc:  # evaluated only when an error arrives: no Ray import on the happy path
+        print(f"xrlhf {args.command}: {_message(exc)}", file=sys.stderr)
+        return 1
 
 
 class UserFacingError(RuntimeError):
@@ -106,10 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.run_dir or Path(cfg.output_dir) / f"{cfg.run_name}-{cfg.algorithm.name}-{stamp}")
         resume = False
-    try:
-        path = Controller(cfg, run_dir, resume=resume).train()
-    except _user_errors() as exc:
-        raise UserFacingError(_message(exc)) from None
+    path = Controller(cfg, run_dir, resume=resume).train()
     print(f"run directory: {path}")
     return 0
 
@@ -119,10 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from xrlhf.compare import run_compare
 
     out = Path(args.out or Path(cfg.output_dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        report = run_compare(cfg, out, command=" ".join(["xrlhf", "compare", args.config, *args.overrides]))
-    except _user_errors() as exc:
-        raise UserFacingError(_message(exc)) from None
+    report = run_compare(cfg, out, command=" ".join(["xrlhf", "compare", args.config, *args.overrides]))
     print(f"report: {report}")
     return 0
 
@@ -137,10 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not path:
             raise UserFacingError(f"--checkpoint {item!r} must be NAME=DIR")
         checkpoints[name] = path
-    try:
-        evaluate(cfg, checkpoints, Path(args.out))
-    except _user_errors() as exc:
-        raise UserFacingError(_message(exc)) from None
+    evaluate(cfg, checkpoints, Path(args.out))
     print(f"evaluation: {args.out}")
     return 0
 
@@ -149,13 +143,6 @@ def cmd_judge(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from xrlhf.judge.cli import judge_file, judge_one
 
-    try:
-        return _judge(cfg, args, judge_file, judge_one)
-    except _user_errors() as exc:
-        raise UserFacingError(_message(exc)) from None
-
-
-def _judge(cfg, args: argparse.Namespace, judge_file, judge_one) -> int:
     if args.input:
         if not args.output:
             raise UserFacingError("--input needs --output")
