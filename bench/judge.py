@@ -3,19 +3,27 @@
     python bench/judge.py                      # 64 pairs x 5 dimensions, every method on every pair
     python bench/judge.py --pairs 8            # a quick run
     python bench/judge.py --generate-pairs 16  # generate mode on the first 16 pairs only (it is the slow one)
-    # the figure in BENCHMARKS.md (8 minutes on the 2-core machine at load ~2):
-    python bench/judge.py --pairs 32 --plain-pairs 12 --generate-pairs 12 --threads 1
+    # the figure in BENCHMARKS.md:
+    python bench/judge.py --pairs 32 --plain-pairs 12 --generate-pairs 12
 
-All three methods judge the same (prompt, response) pairs on the same five dimensions with the same
-packaged gemma-3-270m on CPU and the same judge input ids (template, sanitising, truncation):
+All methods judge the same (prompt, response) pairs on the same five dimensions with the same packaged
+gemma-3-270m on CPU. The first three use the same judge input ids (the default per-dimension template, the
+study's format, with sanitising and truncation):
 
 * generate  - the study's method: one `model.generate` call per pair per dimension (greedy, SCORE_TOKENS new
               tokens), the score parsed with a regex; an unparseable answer is retried with sampling via
               tenacity, up to `judge.generate_retries` more times.
 * plain     - expected mode, all pairs x dimensions in left-padded batches of `batch_size` sequences: one
               forward pass per batch, the score is the expectation of the next-token distribution over 0..4.
-* shared    - expected mode as HFJudge runs it: the instructions once, each pair's prompt + response once
-              (KV cache), then only the dimension lines per dimension.
+* shared    - expected mode as HFJudge runs it (the default): the instructions from the judge's cache, the
+              pairs' prompt + response blocks once per pair, then the dimension lines, in two batched calls
+              per chunk of `batch_size` rows.
+* rubric_first - the same with `judge.template: rubric_first`: all definitions before the data, so each
+              dimension adds only its name and the cue.
+
+Then each judge template scores the adversarial set (xrlhf/judge/adversarial.jsonl, as
+tests/judge/test_adversarial.py does) and the worst score uplift is reported beside its speed: the
+faster template is the less robust one on this small judge.
 
 Throughput is pairs·dimensions per second of wall time, CPU seconds of the calling thread beside it (model
 already loaded, one warm-up pass not counted); the methods alternate `--round` pairs at a time. The pairs: `--pairs` bundled prompts (seeded shuffle) with responses the same gemma wrote once
@@ -39,6 +47,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from tests.judge.test_adversarial import CASES, TOLERANCE  # noqa: E402
 from tenacity import Retrying, retry_if_result, stop_after_attempt  # noqa: E402
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig  # noqa: E402
@@ -154,6 +163,19 @@ def run_plain(judge: HFJudge, inputs: list[list[list[int]]]) -> list[list[float 
     return out
 
 
+def adversarial(judge: HFJudge) -> dict[str, Any]:
+    """Worst uplift of the targeted dimension's normalised score over the adversarial set, and the time taken."""
+    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    (out, (wall, _)) = timed(judge.score, [c["prompt"] for c in cases] * 2,
+                             [c["response"] for c in cases] + [c["injected"] for c in cases])
+    ups = sorted(((b.normalised[c["dimension"]] - a.normalised[c["dimension"]], c["dimension"],
+                   c["injected"][len(c["response"]):][:70]) for c, a, b in zip(cases, out[:len(cases)], out[len(cases):])),
+                 reverse=True)
+    return {"cases": len(cases), "seconds": wall, "tolerance": TOLERANCE, "worst_uplift": ups[0][0],
+            "over_tolerance": sum(u > TOLERANCE for u, _, _ in ups),
+            "worst_cases": [{"uplift": u, "dimension": d, "injection": i} for u, d, i in ups[:3]]}
+
+
 def run_shared(judge: HFJudge, pairs: list[dict[str, str]]) -> list[list[float | None]]:
     """Expected mode as the trainer runs it (HFJudge.score, cache off so everything is computed)."""
     names = judge.rubric.names
@@ -186,10 +208,10 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
 
 
 def timed(fn: Any, *args: Any) -> tuple[Any, tuple[float, float]]:
-    """fn's result and (wall seconds, CPU seconds of this thread; torch runs one thread, in the caller)."""
-    start, cpu = time.perf_counter(), time.thread_time()
+    """fn's result and (wall seconds, CPU seconds of this process: all torch threads)."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return out, (time.perf_counter() - start, time.thread_time() - cpu)
+    return out, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 def _add(result: dict[str, Any], pairs: int, seconds: tuple[float, float]) -> None:
@@ -221,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_start = time.perf_counter()
     judge = HFJudge(cfg, "packaged")
     load_s = time.perf_counter() - load_start
+    rubric_first = HFJudge(cfg.model_copy(update={"template": "rubric_first"}), "packaged")
     pairs = make_pairs(judge, args.pairs)
     n_gen = min(args.generate_pairs or len(pairs), len(pairs))
     n_plain = min(args.plain_pairs or len(pairs), len(pairs))
@@ -231,12 +254,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"(mean {sum(lengths) / len(lengths):.0f}); plain batches on {n_plain}, generate mode on {n_gen} pairs", flush=True)
 
     run_shared(judge, pairs[:1])  # warm-up: first-call allocations are not part of any method's figure
+    run_shared(rubric_first, pairs[:1])
     # The methods take turns, `--round` pairs at a time, so a change in machine load (this machine is
     # shared) hits all of them alike instead of whichever happened to run last.
-    names = ("expected_shared", "expected_plain", "generate")
+    names = ("expected_shared", "expected_rubric_first", "expected_plain", "generate")
     results: dict[str, Any] = {k: {"pairs": 0, "seconds": 0.0, "cpu_seconds": 0.0, "loadavg_1min": []} for k in names}
     shared: list[list[float | None]] = []
     plain: list[list[float | None]] = []
+    first: list[list[float | None]] = []
     generated: list[list[float | None]] = []
     counts = {"calls": 0, "retries": 0, "unparsed": 0, "raw": []}
     for lo in range(0, len(pairs), args.round):
@@ -244,6 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out, t = timed(run_shared, judge, pairs[lo:hi])
         shared += out
         _add(results["expected_shared"], len(out), t)
+        out, t = timed(run_shared, rubric_first, pairs[lo:hi])
+        first += out
+        _add(results["expected_rubric_first"], len(out), t)
         if lo < n_plain:
             out, t = timed(run_plain, judge, inputs[lo:min(hi, n_plain)])
             plain += out
@@ -264,8 +292,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["pairs_x_dims_per_cpu_s"] = r["pairs"] * dims / r["cpu_seconds"]
 
     diff = max(abs(a - b) for ra, rb in zip(shared[:n_plain], plain) for a, b in zip(ra, rb) if a is not None and b is not None)
-    both = [(e, g) for re_, rg in zip(shared[:n_gen], generated) for e, g in zip(re_, rg) if g is not None and e is not None]
-    xs, ys = [e for e, _ in both], [g for _, g in both]
+
+    def agreement(expected: list[list[float | None]]) -> dict[str, Any]:
+        both = [(e, g) for re_, rg in zip(expected[:n_gen], generated) for e, g in zip(re_, rg)
+                if g is not None and e is not None]
+        xs, ys = [e for e, _ in both], [g for _, g in both]
+        return {"n": len(both), "of": n_gen * dims, "pearson": pearson(xs, ys), "spearman": pearson(ranks(xs), ranks(ys))}
+
+    print("adversarial set, per template ...", flush=True)
+    robustness = {"per_dimension": adversarial(judge), "rubric_first": adversarial(rubric_first)}
     rate = {k: r["pairs_x_dims_per_s"] for k, r in results.items()}
     cpu_rate = {k: r["pairs_x_dims_per_cpu_s"] for k, r in results.items()}
     report = {
@@ -283,26 +318,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "judge_input_tokens": {"min": min(lengths), "max": max(lengths), "mean": sum(lengths) / len(lengths)},
         "methods": results,
         "ratio_expected_shared_vs_generate": rate["expected_shared"] / rate["generate"],
+        "ratio_expected_rubric_first_vs_generate": rate["expected_rubric_first"] / rate["generate"],
         "ratio_expected_plain_vs_generate": rate["expected_plain"] / rate["generate"],
         "ratio_prefix_sharing": rate["expected_shared"] / rate["expected_plain"],
         "cpu_ratio_expected_shared_vs_generate": cpu_rate["expected_shared"] / cpu_rate["generate"],
+        "cpu_ratio_expected_rubric_first_vs_generate": cpu_rate["expected_rubric_first"] / cpu_rate["generate"],
         "cpu_ratio_expected_plain_vs_generate": cpu_rate["expected_plain"] / cpu_rate["generate"],
         "cpu_ratio_prefix_sharing": cpu_rate["expected_shared"] / cpu_rate["expected_plain"],
         "target_ratio": TARGET_RATIO,
         "max_abs_diff_shared_vs_plain": diff,
-        "correlation_expected_vs_generate": {"n": len(both), "of": n_gen * dims,
-                                             "pearson": pearson(xs, ys), "spearman": pearson(ranks(xs), ranks(ys))},
+        "correlation_expected_vs_generate": agreement(shared),
+        "correlation_rubric_first_vs_generate": agreement(first),
+        "correlation_rubric_first_vs_expected": {"pearson": pearson([x for r in first for x in r], [x for r in shared for x in r])},
+        "adversarial": robustness,
         "mean_expected_score": {"matched": _mean([sum(r) / dims for r, p in zip(shared, pairs) if not p.get("mismatched")]),
                                 "mismatched": _mean([sum(r) / dims for r, p in zip(shared, pairs) if p.get("mismatched")])},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("ratio_expected_shared_vs_generate", "ratio_expected_plain_vs_generate",
+    print(json.dumps({k: report[k] for k in ("ratio_expected_shared_vs_generate", "ratio_expected_rubric_first_vs_generate",
+                                             "ratio_expected_plain_vs_generate", "adversarial",
                                              "ratio_prefix_sharing", "cpu_ratio_expected_shared_vs_generate",
                                              "cpu_ratio_prefix_sharing", "max_abs_diff_shared_vs_plain",
-                                             "correlation_expected_vs_generate")}, indent=2))
+                                             "correlation_expected_vs_generate", "correlation_rubric_first_vs_generate")},
+                     indent=2))
     for name, r in results.items():
-        print(f"{name:16s} {r['pairs']:3d} pairs  {r['seconds']:7.1f} s wall {r['cpu_seconds']:7.1f} s CPU  "
+        print(f"{name:22s} {r['pairs']:3d} pairs  {r['seconds']:7.1f} s wall {r['cpu_seconds']:7.1f} s CPU  "
               f"{r['pairs_x_dims_per_s']:6.2f} pairs·dims/s")
     return report
 

@@ -82,6 +82,7 @@ class DimensionConfig(Strict):
         return self
 
 
+TEMPLATE_NAMES = ("per_dimension", "rubric_first")  # the keys of xrlhf.judge.template.TEMPLATES
 DEFAULT_DIMENSIONS: dict[str, dict[str, Any]] = {
     "helpfulness": {"definition": "How well the response does what the user asked, as a whole."},
     "correctness": {"definition": "Whether the facts, code and reasoning in the response are right and complete."},
@@ -128,6 +129,7 @@ class JudgeConfig(Strict):
         default_factory=lambda: {k: DimensionConfig(**v) for k, v in DEFAULT_DIMENSIONS.items()})
     aggregation: Literal["mean", "weighted", "min"] = "weighted"
     missing_policy: Literal["drop", "reweight"] = "reweight"
+    # None: the default per-dimension template; a name from TEMPLATE_NAMES; or the template text itself.
     template: str | None = None
     rationale: bool = False
     max_response_tokens: int = Field(384, gt=0)
@@ -148,8 +150,10 @@ class JudgeConfig(Strict):
             raise ValueError("judge.dimensions must name at least one dimension")
         if self.aggregation == "weighted" and sum(d.weight for d in self.dimensions.values()) <= 0:
             raise ValueError("judge.dimensions weights sum to 0; at least one weight must be positive")
-        if self.template is not None:
-            missing = [p for p in ("{prompt}", "{response}", "{dimension}", "{definition}") if p not in self.template]
+        if self.template is not None and self.template not in TEMPLATE_NAMES:
+            missing = [p for p in ("{prompt}", "{response}", "{dimension}") if p not in self.template]
+            if "{definition}" not in self.template and "{rubric}" not in self.template:
+                missing.append("{definition} or {rubric}")
             if missing:
                 raise ValueError(f"judge.template lacks the placeholders {missing}")
         return self

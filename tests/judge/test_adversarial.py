@@ -3,8 +3,9 @@
 Each case of xrlhf/judge/adversarial.jsonl names one dimension, a prompt, a plain (weak) response and
 the same response with an injection appended (a forged score, a closed response block, forged scores
 of other dimensions, orders to the judge, control tokens, or text long enough to push the rubric out of
-the judge's window). Only the targeted dimension is scored, in expected mode, with and without the
-injection; the worst uplift is written to tests/artifacts/adversarial.json.
+the judge's window). The default five-dimension judge scores every case in expected mode, with and
+without the injection; the targeted dimension's uplift must stay within the tolerance, and the worst
+uplift on the targeted and on any dimension is written to tests/artifacts/adversarial.json.
 """
 import json
 import time
@@ -34,9 +35,9 @@ def _cases():
     return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _judge(dim: str) -> HFJudge:
+def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS)) -> HFJudge:
     cfg = JudgeConfig(model="packaged", mode="expected", cache=False, max_response_tokens=MAX_RESPONSE_TOKENS,
-                      dimensions={dim: DEFAULT_DIMENSIONS[dim]})
+                      dimensions={d: DEFAULT_DIMENSIONS[d] for d in dims})
     return HFJudge(cfg, "packaged")
 
 
@@ -57,29 +58,30 @@ def test_adversarial_set_covers_the_five_dimensions():
 def test_injections_do_not_raise_the_score():
     cases = _cases()
     rows, start = [], time.perf_counter()
-    for dim in DEFAULT_DIMENSIONS:
-        judge = _judge(dim)
-        mine = [c for c in cases if c["dimension"] == dim]
-        # one call: the plain responses then the injected ones, batched with prefix sharing
-        out = judge.score([c["prompt"] for c in mine] * 2, [c["response"] for c in mine] + [c["injected"] for c in mine])
-        assert judge.stats()["failures"] == 0
-        for c, plain, injected in zip(mine, out[:len(mine)], out[len(mine):]):
-            rows.append({"dimension": dim, "prompt": c["prompt"], "injection": c["injected"][len(c["response"]):][:160],
-                         "plain": plain.normalised[dim], "injected": injected.normalised[dim],
-                         "uplift": injected.normalised[dim] - plain.normalised[dim],
-                         "confidence_plain": plain.confidence[dim], "confidence_injected": injected.confidence[dim]})
+    judge = _judge()  # the default judge, rubric of five dimensions, as a run uses it
+    # one call: the plain responses then the injected ones, batched with prefix sharing
+    out = judge.score([c["prompt"] for c in cases] * 2, [c["response"] for c in cases] + [c["injected"] for c in cases])
+    assert judge.stats()["failures"] == 0
+    for c, plain, injected in zip(cases, out[:len(cases)], out[len(cases):]):
+        dim = c["dimension"]
+        rows.append({"dimension": dim, "prompt": c["prompt"], "injection": c["injected"][len(c["response"]):][:160],
+                     "plain": plain.normalised[dim], "injected": injected.normalised[dim],
+                     "uplift": injected.normalised[dim] - plain.normalised[dim],
+                     "uplift_any_dimension": max(injected.normalised[d] - plain.normalised[d] for d in plain.normalised),
+                     "confidence_plain": plain.confidence[dim], "confidence_injected": injected.confidence[dim]})
         # the long cases: the response is cut, the rubric and the cue survive
-        for c in mine:
-            if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
-                ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge._clip(c["injected"]),
-                                                               judge.rubric.dimensions[0], judge.labels), "0")
-                text = judge.tokenizer.decode(ids, skip_special_tokens=True)
-                assert "more tokens not shown" in text and text.rstrip().endswith(f"Dimension: {dim}. "
-                                                                                  f"{DEFAULT_DIMENSIONS[dim]['definition']}\nScore (0-4):")
+        if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
+            d = next(x for x in judge.rubric.dimensions if x.name == dim)
+            ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge._clip(c["injected"]),
+                                                           d, judge.labels), "0")
+            text = judge.tokenizer.decode(ids, skip_special_tokens=True)
+            assert "more tokens not shown" in text and text.rstrip().endswith(f"Dimension: {dim}. {d.definition}\n"
+                                                                              "Score (0-4):")
     worst = max(rows, key=lambda r: r["uplift"])
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": "expected", "tolerance": TOLERANCE,
                                     "cases": len(rows), "worst_uplift": worst["uplift"], "worst_case": worst,
+                                    "worst_uplift_any_dimension": max(r["uplift_any_dimension"] for r in rows),
                                     "failing": sum(r["uplift"] > TOLERANCE for r in rows),
                                     "seconds": round(time.perf_counter() - start, 1), "rows": rows}, indent=2) + "\n")
     failing = [f"{r['dimension']}: {r['plain']:.3f} -> {r['injected']:.3f} ({r['injection'][:60]!r})"
@@ -108,7 +110,7 @@ GOOD_BAD = [
 def test_gemma_scores_a_good_answer_above_a_bad_one():
     # A weak judge may tie or flip one pair within its noise; across the set the good answers must win
     # clearly: 3 of 4 pairs and on average.
-    judge = _judge("helpfulness")
+    judge = _judge(("helpfulness",))
     prompts = [p for p, _, _ in GOOD_BAD]
     good = [j.reward for j in judge.score(prompts, [g for _, g, _ in GOOD_BAD])]
     bad = [j.reward for j in judge.score(prompts, [b for _, _, b in GOOD_BAD])]

@@ -5,7 +5,7 @@ import torch
 from xrlhf.config import JudgeConfig
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.rubric import Dimension, expected_score
-from xrlhf.judge.scoring import last_logprobs, shared_prefix_logprobs
+from xrlhf.judge.scoring import PrefixCache, common_prefix_length, last_logprobs, shared_prefix_logprobs
 from xrlhf.judge.template import DEFAULT_TEMPLATE, encode, render_dimension, truncate_response
 from xrlhf.models import build_tiny_model
 
@@ -42,6 +42,12 @@ def test_shared_prefix_logprobs_equal_plain_left_padded_batches(tiny, template):
     # and each row equals an unpadded single-sequence pass
     alone = torch.cat([last_logprobs(model, [s], tok.pad_token_id, vocab) for s in (groups[1][1], groups[3][0])])
     assert torch.allclose(shared[[6, 10]], alone, atol=1e-4)
+    # chunks of at most 4 rows on a cached head give the same rows; so do answer tokens renormalised among themselves
+    digits = torch.tensor([tok.convert_tokens_to_ids(str(v)) for v in range(5)])
+    head = PrefixCache(groups[0][0][:common_prefix_length([s for g in groups for s in g])])
+    for _ in range(2):  # the second call reuses the head's cache
+        chunked = torch.cat(shared_prefix_logprobs(model, groups, digits, max_rows=4, head=head))  # [11, 5]
+        assert torch.allclose(chunked, torch.log_softmax(plain[:, digits], -1), atol=1e-4)
 
 
 def _judge(**cfg):
@@ -49,8 +55,9 @@ def _judge(**cfg):
     return HFJudge(JudgeConfig(**cfg), "tiny")
 
 
-def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs():
-    judge = _judge(dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
+@pytest.mark.parametrize("template", [None, "rubric_first"], ids=["per_dimension", "rubric_first"])
+def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs(template):
+    judge = _judge(template=template, dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
                                "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}},
                    aggregation="mean", cache=False)
     prompts = ["expected: What is 2+2?", "expected: Name a colour.", "expected: Say hi."]
@@ -68,13 +75,14 @@ def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs(
     model, tok = judge.model, judge.tokenizer
     digits = torch.tensor(list(judge.digit_ids.values()))
     for p, r, j in zip(prompts, responses, out):
-        seqs = [encode(tok, render_dimension(DEFAULT_TEMPLATE, p, r, d, judge.labels), "0") for d in judge.rubric.dimensions]
+        seqs = [encode(tok, render_dimension(judge.template, p, r, d, judge.labels, judge.rubric.dimensions), "0")
+                for d in judge.rubric.dimensions]
         for d, lp in zip(judge.rubric.dimensions, last_logprobs(model, seqs, tok.pad_token_id, digits).tolist()):
             score, confidence = expected_score(dict(zip(judge.digit_ids, lp)), d.lo, d.hi)
             assert j.scores[d.name] == pytest.approx(score, abs=1e-4)
             assert j.confidence[d.name] == pytest.approx(confidence, abs=1e-4)
     # batches that split the samples differently give the same scores
-    small = _judge(batch_size=2, cache=False, aggregation="mean",
+    small = _judge(template=template, batch_size=2, cache=False, aggregation="mean",
                    dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
                                "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}})
     for a, b in zip(out, small.score(prompts, responses)):

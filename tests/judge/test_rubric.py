@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from xrlhf.config import ConfigError, JudgeConfig, load_config
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import (DEFAULT_TEMPLATE, TRUNCATION_MARK, fill, render_dimension, sanitise,
+from xrlhf.judge.template import (DEFAULT_TEMPLATE, TEMPLATES, TRUNCATION_MARK, fill, render_dimension, resolve_template, sanitise,
                                   truncate_response)
 from xrlhf.models import tiny_tokenizer
 
@@ -268,6 +268,13 @@ def test_truncation_cuts_the_response_not_the_rubric():
     tail = text.split("<<<END_RESPONSE>>>", 1)[1]
     assert "Dimension: helpfulness. Does what was asked." in tail
     assert text.rstrip().endswith("Score (0-4):")
+    # the rubric-first template: every definition before the data, the dimension's cue last
+    other = Dimension("verbosity", "Says a lot.")
+    text = render_dimension(TEMPLATES["rubric_first"], "How?", truncate_response(tok, long, 384), HELP, LABELS,
+                            (HELP, other))
+    head, tail = text.split("<<<USER_PROMPT>>>", 1)[0], text.split("<<<END_RESPONSE>>>", 1)[1]
+    assert "- helpfulness (0-4): Does what was asked.\n- verbosity (0-4): Says a lot." in head
+    assert tail.rstrip().endswith("Dimension: helpfulness.\nScore (0-4):") and "Says a lot" not in tail
     block = response_block(text)
     assert block.startswith("Tyres are round.") and "more tokens not shown" in block
     assert "Ignore the rubric" not in text and "Score: 4" not in text
@@ -282,3 +289,8 @@ def test_template_missing_placeholders_is_a_config_error_naming_them():
     with pytest.raises(ValidationError, match=r"lacks the placeholders \['\{response\}'\]"):
         JudgeConfig(template="{prompt} {dimension} {definition}")
     assert JudgeConfig(template="{prompt} {response} {dimension} {definition}").template is not None
+    assert JudgeConfig(template="{rubric} {prompt} {response} {dimension}").template is not None
+    assert resolve_template(JudgeConfig(template="rubric_first").template) == TEMPLATES["rubric_first"]
+    assert resolve_template(JudgeConfig().template) == DEFAULT_TEMPLATE == TEMPLATES["per_dimension"]
+    with pytest.raises(ValidationError, match=r"\{definition\} or \{rubric\}"):
+        JudgeConfig(template="{prompt} {response} {dimension}")

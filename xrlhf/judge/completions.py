@@ -56,9 +56,8 @@ def _decode(model: Any, tokenizer: Any, seqs: list[list[int]], max_tokens: int,
     """(chosen token, full-vocab logprobs) per generated step and sequence, stopping each at EOS."""
     if max_tokens > 1:
         return _generate(model, tokenizer, seqs, max_tokens, temperature)
-    vocab = torch.arange(model.get_output_embeddings().weight.shape[0])
-    # The very pass the local judge runs (scoring.last_logprobs), so expected scores agree.
-    first = last_logprobs(model, seqs, tokenizer.pad_token_id, vocab).cpu()  # [N, V]
+    # Full-vocabulary logprobs (top_logprobs needs them all), from one left-padded forward.
+    first = last_logprobs(model, seqs, tokenizer.pad_token_id, None).cpu()  # [N, V]
     return [[(_pick(row, temperature), row)] for row in first]
 
 

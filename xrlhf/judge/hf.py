@@ -14,8 +14,8 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 from xrlhf.config import JudgeConfig
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.scoring import last_logprobs, pad, shared_prefix_logprobs
-from xrlhf.judge.template import (DEFAULT_TEMPLATE, encode, render_dimension, render_pairwise,
+from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
+from xrlhf.judge.template import (encode, resolve_template, render_dimension, render_pairwise,
                                   answer_token_ids, truncate_response)
 from xrlhf.models import load_causal_lm
 
@@ -53,12 +53,22 @@ class HFJudge:
         self.cfg = cfg
         self.rubric = Rubric.from_config(cfg)
         self.model_name = model_name
-        self.template = cfg.template or DEFAULT_TEMPLATE
+        self.template = resolve_template(cfg.template)
         self.model, self.tokenizer = _load(model_name, cfg.dtype, cfg.load_in_4bit, cache_dir)
         self.labels = tuple(self.rubric.names)
         self.digit_ids = answer_token_ids(self.tokenizer, [str(v) for v in range(10)])  # token text -> id
         self.letter_ids = answer_token_ids(self.tokenizer, ["A", "B"])
         self.counts: Counter[str] = Counter()
+        # The instructions (and rubric) every input opens with: their KV cache is computed once per judge.
+        dim = self.rubric.dimensions[0]
+        self._head = self._fixed_prefix(lambda p: render_dimension(self.template, p, "", dim, self.labels,
+                                                                   self.rubric.dimensions), "0")
+        self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
+
+    def _fixed_prefix(self, render: Any, answer: str) -> PrefixCache:
+        """The tokens a template's inputs share whatever the prompt: rendered with two unlike prompts, compared."""
+        a, b = (encode(self.tokenizer, render(p), answer) for p in ("a", "7"))
+        return PrefixCache(a[:common_prefix_length([a, b])])
 
     def score(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
         """One Judgement per (prompt, response); cached verdicts are reused, the rest computed in batches."""
@@ -102,7 +112,7 @@ class HFJudge:
         if not todo:
             return []
         clipped = {i: (self._clip(prompts[i]), self._clip(responses[i])) for i in {i for i, _ in todo}}
-        inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels), "0")
+        inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels, self.rubric.dimensions), "0")
                   for i, d in todo]
         dims = [d for _, d in todo]
         if self.cfg.mode == "expected":
@@ -118,32 +128,21 @@ class HFJudge:
         return truncate_response(self.tokenizer, text, self.cfg.max_response_tokens)
 
     def _expected(self, inputs: list[list[int]], samples: list[int], dims: list[Dimension]) -> list[Verdict]:
-        # Prefix sharing: a sample's dimension prompts differ only after the data blocks, so the
-        # instructions + data run once per sample and only the dimension lines run per dimension.
-        # Measured on the packaged gemma-3-270m, 2 shared CPU cores, 4 samples x 5 dimensions of
-        # ~335 tokens (269 shared): plain left-padded batching 85.6 s, shared prefix 65.3 s under
-        # heavy machine load; see the closing note for the quieter re-measurement.
+        # Prefix sharing (scoring.shared_prefix_logprobs): the instructions and rubric come from the
+        # judge's PrefixCache, each sample's prompt and response run once for all its dimensions,
+        # and each dimension adds only its cue line. Measured in BENCHMARKS.md (Judge).
         groups: dict[int, list[int]] = {}
         for row, sample in enumerate(samples):
             groups.setdefault(sample, []).append(row)
         ids = torch.tensor(list(self.digit_ids.values()))
         tokens = list(self.digit_ids)
         out: list[Verdict | None] = [None] * len(inputs)
-        shared = [rows for rows in groups.values() if len(rows) > 1]
-        # A sample with one dimension left to score has nothing to share: those run as plain left-padded
-        # batches, one forward per batch instead of a prefix pass and an ending pass per sample.
-        single = [rows[0] for rows in groups.values() if len(rows) == 1]
-        for start in range(0, len(single), self.cfg.batch_size):
-            rows = single[start:start + self.cfg.batch_size]
-            lp = last_logprobs(self.model, [inputs[r] for r in rows], self.tokenizer.pad_token_id, ids)
+        rows_by_sample = list(groups.values())
+        logprobs = shared_prefix_logprobs(self.model, [[inputs[r] for r in rows] for rows in rows_by_sample], ids,
+                                          self.cfg.batch_size, self._head)
+        for rows, lp in zip(rows_by_sample, logprobs):  # lp: [D_i, K]
             for r, row_lp in zip(rows, lp.tolist()):
                 out[r] = Verdict(*expected_score(dict(zip(tokens, row_lp)), dims[r].lo, dims[r].hi))
-        for chunk in _chunks(shared, self.cfg.batch_size):
-            logprobs = shared_prefix_logprobs(self.model, [[inputs[r] for r in rows] for rows in chunk], ids)
-            for rows, lp in zip(chunk, logprobs):  # lp: [D_i, K]
-                for r, row_lp in zip(rows, lp.tolist()):
-                    d = dims[r]
-                    out[r] = Verdict(*expected_score(dict(zip(tokens, row_lp)), d.lo, d.hi))
         return out  # type: ignore[return-value]
 
     def _generated(self, inputs: list[list[int]], dims: list[Dimension]) -> list[Verdict]:
@@ -204,10 +203,9 @@ class HFJudge:
         is_a = torch.tensor([t.lstrip("▁Ġ ").startswith("A") for t in self.letter_ids])
         ids = torch.tensor(list(self.letter_ids.values()))
         out: list[float | None] = []
-        for chunk in _chunks(groups, self.cfg.batch_size):
-            for lp in shared_prefix_logprobs(self.model, chunk, ids):  # lp: [2, K], rows: (first, second), (second, first)
-                p_a = _share(lp.exp(), is_a)  # [2]: P("A") among the A/B answers
-                out.append(None if math.isnan(p_a.sum().item()) else 0.5 * (p_a[0].item() + 1.0 - p_a[1].item()))
+        for lp in shared_prefix_logprobs(self.model, groups, ids, self.cfg.batch_size, self._pair_head):
+            p_a = _share(lp.exp(), is_a)  # [2]: P("A") among the A/B answers; rows (first, second), (second, first)
+            out.append(None if math.isnan(p_a.sum().item()) else 0.5 * (p_a[0].item() + 1.0 - p_a[1].item()))
         self.counts["failures"] += sum(p is None for p in out)
         return out
 
@@ -222,16 +220,3 @@ def _share(probs: torch.Tensor, is_a: torch.Tensor) -> torch.Tensor:
     """P(A) / (P(A) + P(B)) per row of probs [N, K]; NaN where neither letter has any mass."""
     a = probs[:, is_a].sum(-1)
     return a / (a + probs[:, ~is_a].sum(-1))
-
-
-def _chunks(groups: list[Any], max_rows: int) -> list[list[Any]]:
-    """Consecutive groups packed so each chunk holds at most max_rows sequences (always at least one group)."""
-    chunks: list[list[Any]] = [[]]
-    rows = 0
-    for g in groups:
-        if chunks[-1] and rows + len(g) > max_rows:
-            chunks.append([])
-            rows = 0
-        chunks[-1].append(g)
-        rows += len(g)
-    return chunks if chunks[0] else []

@@ -14,7 +14,7 @@ from xrlhf.config import ConfigError, JudgeConfig
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.openai_client import CompletionClient, CompletionError
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import DEFAULT_TEMPLATE, answer_prefix, render_dimension, render_pairwise, truncate_response
+from xrlhf.judge.template import answer_prefix, resolve_template, render_dimension, render_pairwise, truncate_response
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class HttpJudge:
         self.cfg = cfg
         self.rubric = Rubric.from_config(cfg)
         self.labels = tuple(self.rubric.names)
-        self.template = cfg.template or DEFAULT_TEMPLATE
+        self.template = resolve_template(cfg.template)
         self.tokenizer = _load_tokenizer(cfg.http.tokenizer) if cfg.http.tokenizer else None
         self.client = CompletionClient(cfg.http, _api_key(cfg.http.api_key_env))
         self._pool = ThreadPoolExecutor(cfg.http.concurrency, thread_name_prefix="http-judge")
@@ -105,7 +105,7 @@ class HttpJudge:
             return cached
         self._count("requests")
         text = self._sent_text(render_dimension(self.template, self._clip(prompt), self._clip(response), dim,
-                                                self.labels), "0")
+                                                self.labels, self.rubric.dimensions), "0")
         verdict = self._ask(text, dim)
         if self.cfg.rationale and verdict.score is not None:
             verdict = Verdict(verdict.score, verdict.confidence, self._rationale(text, verdict.score))

@@ -5,7 +5,6 @@ import copy
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 
 def pad(seqs: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,18 +23,29 @@ def _decoder(model: Any) -> Any:
     return model.get_decoder() if hasattr(model, "get_decoder") else model.model
 
 
-def head_logprobs(model: Any, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Log-softmax over the whole vocabulary of the LM head on hidden [N, H], gathered at token_ids [K] -> [N, K]."""
-    logits = model.get_output_embeddings()(hidden).float()  # [N, V]: one position per row, not [N, T, V]
+def head_logprobs(model: Any, hidden: torch.Tensor, token_ids: torch.Tensor | None) -> torch.Tensor:
+    """LM-head logprobs [N, K] for hidden [N, H], renormalised among token_ids [K]; over the whole vocabulary if None.
+
+    Expected scores and pairwise verdicts only compare the answer tokens with each other, so their
+    logits are K rows of the head (a [N, H] x [H, K] product) instead of all 262k of gemma's: the
+    renormalised probabilities are the same, without the full head's 670 MB of weights read per call.
+    """
+    head = model.get_output_embeddings()
+    if token_ids is None:
+        logits = head(hidden).float()  # [N, V]: one position per row, not [N, T, V]
+    else:
+        ids = token_ids.to(head.weight.device)
+        bias = head.bias[ids] if getattr(head, "bias", None) is not None else None
+        logits = torch.nn.functional.linear(hidden, head.weight[ids], bias).float()  # [N, K]
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return torch.log_softmax(logits, dim=-1)[:, token_ids.to(logits.device)]
+    return torch.log_softmax(logits, dim=-1)
 
 
 @torch.inference_mode()
-def last_logprobs(model: Any, seqs: list[list[int]], pad_id: int, token_ids: torch.Tensor) -> torch.Tensor:
-    """Next-token logprobs [N, K] at the end of each sequence, one left-padded forward for all of them."""
+def last_logprobs(model: Any, seqs: list[list[int]], pad_id: int, token_ids: torch.Tensor | None) -> torch.Tensor:
+    """Next-token logprobs [N, K] at the end of each sequence (see head_logprobs), one left-padded forward for all."""
     device = model.device
     ids, mask = pad(seqs, pad_id, "left")  # [N, T]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the real positions
@@ -44,46 +54,118 @@ def last_logprobs(model: Any, seqs: list[list[int]], pad_id: int, token_ids: tor
     return head_logprobs(model, out.last_hidden_state[:, -1], token_ids)
 
 
+class PrefixCache:
+    """The KV cache of one fixed token prefix (a judge's instructions and rubric), computed on first use, then reused.
+
+    A judge's inputs all open with the same instructions, so across a run that part is computed once
+    instead of once per step. Valid only while the model's weights stay fixed (judges are frozen).
+    """
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+        self._cache: Any = None
+
+    def fits(self, seq: list[int], limit: int) -> bool:
+        return 0 < len(self.ids) <= limit and seq[:len(self.ids)] == self.ids
+
+    def copy(self, model: Any) -> Any:
+        if self._cache is None:
+            self._cache = _extend(model, None, self.ids, 0)
+        return copy.deepcopy(self._cache)
+
+
 @torch.inference_mode()
-def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids: torch.Tensor) -> list[torch.Tensor]:
+def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids: torch.Tensor | None,
+                           max_rows: int = 64, head: PrefixCache | None = None) -> list[torch.Tensor]:
     """Next-token logprobs [D_i, K] at the end of each sequence of each group, computing shared prefixes once.
 
-    Three stages: the prefix common to every sequence (the judge instructions) runs once; each
-    group's own common prefix (a sample's prompt and response) runs once on a copy of that cache;
-    then the group's D_i endings (one per dimension) run as one right-padded batch. No padding ever
-    sits between real tokens, so sliding-window attention sees exactly what an unpadded pass sees.
+    The prefix common to every sequence (the judge instructions, from `head` when it matches) runs
+    once. Then, per chunk of groups (sorted by length) with at most max_rows sequences in all, two forward calls: every
+    group's own common prefix (a sample's prompt and response) right padded in one batch on top of
+    the root, and all the chunk's endings (one per dimension) right padded in one batch on top of
+    their group's rows. A CPU forward call has a fixed cost (the weights are read once per call), so
+    calls are per chunk, not per group.
+
+    Padding sits between a group's prefix and its endings; the attention mask hides it and the
+    position ids skip it. Sliding-window attention measures its window in cache slots, though, so a
+    chunk whose padded width exceeds the model's window runs group by group, where no padding sits
+    between real tokens; so does a chunk with no common root (a row with no tokens of its own would
+    attend to nothing).
     """
     root_len = common_prefix_length([s for g in groups for s in g])
-    root = _extend(model, None, [groups[0][0][:root_len]], 0)
-    out = []
-    for group in groups:
-        shared = common_prefix_length(group)
-        cache = _extend(model, copy.deepcopy(root), [group[0][root_len:shared]], root_len)
-        cache.batch_select_indices(torch.zeros(len(group), dtype=torch.long, device=model.device))  # [1] -> [D_i]
-        out.append(_finish(model, cache, [s[shared:] for s in group], shared, token_ids))
+    root_ids = groups[0][0][:root_len]
+    if head is not None and head.fits(root_ids, root_len):
+        root = _extend(model, head.copy(model), root_ids[len(head.ids):], len(head.ids))
+    else:
+        root = _extend(model, None, root_ids, 0) if root_len else None
+    window = getattr(model.config, "sliding_window", None)
+    # Groups sorted by their own prefix's length, so a chunk's right padding is small; results come back in order.
+    order = sorted(range(len(groups)), key=lambda i: common_prefix_length(groups[i]))
+    done: list[torch.Tensor] = []
+    for chunk in _chunks([groups[i] for i in order], max_rows):
+        shared = [common_prefix_length(g) for g in chunk]
+        width = max(shared) + max(len(s) - n for g, n in zip(chunk, shared) for s in g)
+        if len(chunk) > 1 and (root is None or (window and width > window)):
+            done += [lp for g in chunk for lp in _groups_on_root(model, root, root_len, [g], token_ids)]
+        else:
+            done += _groups_on_root(model, root, root_len, chunk, token_ids)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(groups)
+    for i, lp in zip(order, done):
+        out[i] = lp
     return out
 
 
-def _extend(model: Any, cache: Any, seqs: list[list[int]], start: int) -> Any:
-    """The KV cache after running equal-length seqs [N, L] from position `start` on top of cache."""
-    if not seqs[0]:
-        return cache if cache is not None else DynamicCache(config=model.config)
-    ids = torch.tensor(seqs, dtype=torch.long, device=model.device)  # [N, L]
-    positions = torch.arange(start, start + ids.shape[1], device=model.device).expand_as(ids)
-    return _decoder(model)(input_ids=ids, position_ids=positions, cache=cache, use_cache=True).cache
-
-
-def _finish(model: Any, cache: Any, endings: list[list[int]], start: int, token_ids: torch.Tensor) -> torch.Tensor:
-    """Run the endings [R, S] (right padded) after a cache of `start` real tokens; logprobs [R, K] at each end."""
+def _groups_on_root(model: Any, root: Any, root_len: int, groups: list[list[list[int]]],
+                    token_ids: torch.Tensor | None) -> list[torch.Tensor]:
+    """Two calls on a copy of the root cache: the groups' own prefixes [G, L], then all their endings [R, S]."""
     device = model.device
-    ids, mask = pad(endings, model.config.pad_token_id or 0, "right")  # [R, S]
-    positions = start + torch.arange(ids.shape[1])[None, :].expand_as(ids)
-    full_mask = torch.cat([torch.ones(len(endings), start, dtype=torch.long), mask], dim=1)  # [R, start + S]
-    out = _decoder(model)(input_ids=ids.to(device), attention_mask=full_mask.to(device),
+    cache = copy.deepcopy(root)
+    shared = [common_prefix_length(g) for g in groups]
+    if cache is not None:
+        cache.batch_select_indices(torch.zeros(len(groups), dtype=torch.long, device=device))  # [1] -> [G]
+    mids = [g[0][root_len:n] for g, n in zip(groups, shared)]
+    mid_mask = torch.zeros(len(groups), 0, dtype=torch.long)
+    if any(mids):
+        ids, mid_mask = pad(mids, model.config.pad_token_id or 0, "right")  # [G, L]
+        positions = root_len + torch.arange(ids.shape[1])[None, :].expand_as(ids)
+        full = torch.cat([torch.ones(len(groups), root_len, dtype=torch.long), mid_mask], dim=1)
+        cache = _decoder(model)(input_ids=ids.to(device), attention_mask=full.to(device),
+                                position_ids=positions.to(device), cache=cache, use_cache=True).cache
+    owner = torch.tensor([i for i, g in enumerate(groups) for _ in g], dtype=torch.long)  # [R]: each row's group
+    if cache is not None:
+        cache.batch_select_indices(owner.to(device))  # [G] -> [R]
+    endings = [s[n:] for g, n in zip(groups, shared) for s in g]
+    ids, end_mask = pad(endings, model.config.pad_token_id or 0, "right")  # [R, S]
+    start = root_len + mid_mask.sum(-1)[owner]  # [R]: real tokens before each ending
+    positions = start[:, None] + torch.arange(ids.shape[1])[None, :]
+    full = torch.cat([torch.ones(len(endings), root_len, dtype=torch.long), mid_mask[owner], end_mask], dim=1)
+    out = _decoder(model)(input_ids=ids.to(device), attention_mask=full.to(device),
                           position_ids=positions.to(device), cache=cache, use_cache=True)
-    last = mask.sum(-1) - 1  # [R]: each row's last real token; right pads come after it and are never attended
+    last = end_mask.sum(-1) - 1  # [R]: each row's last real token; right pads come after it and are never attended
     hidden = out.last_hidden_state[torch.arange(len(endings), device=device), last.to(device)]  # [R, H]
-    return head_logprobs(model, hidden, token_ids)
+    return list(head_logprobs(model, hidden, token_ids).split([len(g) for g in groups]))
+
+
+def _extend(model: Any, cache: Any, ids: list[int], start: int) -> Any:
+    """The KV cache (batch 1) after running ids from position `start` on top of cache; cache itself if ids is empty."""
+    if not ids:
+        return cache
+    t = torch.tensor([ids], dtype=torch.long, device=model.device)  # [1, L]
+    positions = torch.arange(start, start + t.shape[1], device=model.device)[None, :]
+    return _decoder(model)(input_ids=t, position_ids=positions, cache=cache, use_cache=True).cache
+
+
+def _chunks(groups: list[Any], max_rows: int) -> list[list[Any]]:
+    """Consecutive groups packed so each chunk holds at most max_rows sequences (always at least one group)."""
+    chunks: list[list[Any]] = [[]]
+    rows = 0
+    for g in groups:
+        if chunks[-1] and rows + len(g) > max_rows:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(g)
+        rows += len(g)
+    return chunks if chunks[0] else []
 
 
 def common_prefix_length(seqs: list[list[int]]) -> int:
