@@ -6,7 +6,10 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
+from typing import Any
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
@@ -19,10 +22,52 @@ GOOD_SCORE = 2.75
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 128
+    request_queue_size = 128  # the default 5 refuses some of a burst of concurrent connects
 
 
-class JudgeFaultServer:
+class StubCompletionsServer:
+    """An OpenAI-style /v1 completions server on 127.0.0.1, in a thread; subclasses answer each request.
+
+    respond(path, body, auth) -> (status, payload); it may sleep to stall. A client that gives up first
+    (a timeout) is not an error of the server.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.httpd = _Server(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self) -> type:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                code, payload = server.respond(self.path, body, self.headers.get("Authorization", ""))
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up first
+                    pass
+
+        return Handler
+
+
+class JudgeFaultServer(StubCompletionsServer):
     """An OpenAI-style /v1/completions judge on 127.0.0.1 that fails on purpose.
 
     mode "none": every request gets a good answer. mode "some": the first attempt at a prompt fails
@@ -41,18 +86,11 @@ class JudgeFaultServer:
         self.ok = 0
         self.unauthorised = 0
         self._n = 0
-        self.lock = threading.Lock()
-        self.httpd = _Server(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__()
 
     def set(self, mode: str, fraction: float = 0.0) -> None:
         with self.lock:
             self.mode, self.fraction = mode, fraction
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def _plan(self, prompt: str) -> str | None:
         """The fault to answer this request with, or None for a good answer."""
@@ -75,45 +113,52 @@ class JudgeFaultServer:
             self.injected[kind] += 1
             return kind
 
-    def _handler(self) -> type:
-        server = self
+    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
+        if auth != f"Bearer {self.key}":
+            with self.lock:
+                self.unauthorised += 1
+            return 401, b'{"error": "unauthorised"}'
+        fault = self._plan(body["prompt"])
+        if fault == "500":
+            return 500, json.dumps({"error": f"overloaded; request had {auth}"}).encode()
+        if fault == "garbage":
+            return 200, b"<html>upstream proxy error</html>"
+        if fault == "empty":
+            return 200, b""
+        if fault == "stall":
+            time.sleep(self.stall_s)
+            return 504, b""
+        logprobs = {"tokens": ["3"], "token_logprobs": [GOOD_TOP["3"]], "top_logprobs": [GOOD_TOP]}
+        return 200, json.dumps({"choices": [{"index": 0, "text": "3", "finish_reason": "length",
+                                             "logprobs": logprobs}]}).encode()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                auth = self.headers.get("Authorization", "")
-                if auth != f"Bearer {server.key}":
-                    with server.lock:
-                        server.unauthorised += 1
-                    return self._send(401, b'{"error": "unauthorised"}')
-                fault = server._plan(body["prompt"])
-                if fault == "500":
-                    return self._send(500, json.dumps({"error": f"overloaded; request had {auth}"}).encode())
-                if fault == "garbage":
-                    return self._send(200, b"<html>upstream proxy error</html>")
-                if fault == "empty":
-                    return self._send(200, b"")
-                if fault == "stall":
-                    time.sleep(server.stall_s)
-                    return self._send(504, b"")
-                logprobs = {"tokens": ["3"], "token_logprobs": [GOOD_TOP["3"]], "top_logprobs": [GOOD_TOP]}
-                answer = {"choices": [{"index": 0, "text": "3", "finish_reason": "length", "logprobs": logprobs}]}
-                self._send(200, json.dumps(answer).encode())
+def rows(path: Path) -> list[dict]:
+    """The JSON lines of a run file (metrics.jsonl, samples.jsonl); none if it does not exist yet."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
-            def _send(self, code: int, payload: bytes) -> None:
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up first
-                    pass
 
-        return Handler
+def wait_rows(path: Path, n: int, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Block until path holds n rows; fail if timeout_s passes or alive() turns false first."""
+    deadline = time.time() + timeout_s
+    while len(rows(path)) < n:
+        assert time.time() < deadline and alive(), f"{path} has {len(rows(path))} rows, waited for {n}"
+        time.sleep(0.05)
+
+
+def train_in_thread(controller: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """controller.train() in a daemon thread; whatever it raises lands in the returned list."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            controller.train()
+        except BaseException as exc:  # the test asserts on it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from faults import rows as _rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
 from xrlhf.controller import Controller, shutdown_graph
 
@@ -23,10 +24,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _train(tmp_path: Path, name: str, *overrides: str) -> Path:
@@ -153,24 +150,11 @@ def test_ray_job_submit_to_a_local_head(tmp_path):
 @pytest.mark.parametrize("role", ["rollouts", "judges"])
 def test_killed_actor_is_restarted_and_its_step_retried(local_ray, tmp_path, role):
     """SIGKILL a rollout or judge actor process mid-run: Ray restarts it, the step is retried, no step repeats."""
-    import threading
-
     cfg = load_config(ROOT / "configs/tiny.yaml", ["steps=6", "rollout.max_new_tokens=24"])
     controller = Controller(cfg, tmp_path / role)
-    errors: list[BaseException] = []
-
-    def train():
-        try:
-            controller.train()
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=train)
-    thread.start()
+    thread, errors = train_in_thread(controller)
     metrics = tmp_path / role / "metrics.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (metrics.exists() and len(_rows(metrics)) >= 2):
-        time.sleep(0.05)
+    wait_rows(metrics, 2, 180, thread.is_alive)
     victim = getattr(controller.graph, role)[0]
     os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
     thread.join(timeout=300)

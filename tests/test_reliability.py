@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import ray
 import torch
 
 from faults import GOOD_SCORE, JudgeFaultServer, find_actor, listening, process_tree
+from faults import rows as _rows, train_in_thread as _train_in_thread, wait_rows as _wait_rows
 from xrlhf.config import ResourcesConfig, load_config
 from xrlhf.controller import Controller, JudgeUnavailableError, init_ray, shutdown_graph
 from xrlhf.rundir import RunDir
@@ -29,17 +29,6 @@ TINY = ROOT / "configs/tiny.yaml"
 KEY_ENV = "XRLHF_RELIABILITY_JUDGE_KEY"
 KEY = f"sk-planted-{secrets.token_hex(12)}"
 TWO_DIMS = "judge.dimensions={helpfulness: {definition: Does what was asked}, correctness: {definition: Facts are right}}"
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def _wait_rows(path: Path, n: int, timeout_s: float, alive=lambda: True) -> None:
-    deadline = time.time() + timeout_s
-    while len(_rows(path)) < n:
-        assert time.time() < deadline and alive(), f"{path} has {len(_rows(path))} rows, waited for {n}"
-        time.sleep(0.05)
 
 
 def _policy(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -98,20 +87,6 @@ def _grpc_unauthenticated(ip: str, port: int) -> bool:
         except grpc.RpcError as err:
             return err.code() == grpc.StatusCode.UNAUTHENTICATED
     return False
-
-
-def _train_in_thread(controller: Controller) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            controller.train()
-        except BaseException as exc:  # the test asserts on it
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, errors
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +151,11 @@ def test_http_judge_failing_some_then_all_requests(local_ray, tmp_path, caplog, 
     # when all fail: no sample rewarded, no update, every dimension score counted as failed
     for r in dead:
         assert r["judge/dropped"] == 16 and r["judge/failures"] == 32 and r["skipped_update"] is True
-    # every fault the server sent is in metrics.jsonl, except those of the final step (16 samples x 2 dimensions
-    # x 2 attempts), which raised before its row was written
+    # every fault the server sent is in metrics.jsonl, the final step's (the one that stopped the run) included
     injected = sum(server.injected.values())
     assert set(server.injected) == {"500", "garbage", "empty", "stall"}
-    assert sum(r["judge/retries"] + r["judge/failures"] for r in rows) + 64 == injected
-    assert caplog.text.count("the judge scored no sample") == len(dead) + 1
+    assert sum(r["judge/retries"] + r["judge/failures"] for r in rows) == injected
+    assert caplog.text.count("the judge scored no sample") == len(dead) >= 1
 
     # a failure is never a reward: a sample has the server's score or none (not 0)
     samples = _rows(run / "samples.jsonl")
@@ -190,7 +164,7 @@ def test_http_judge_failing_some_then_all_requests(local_ray, tmp_path, caplog, 
     assert None in rewards and all(r is None or r == pytest.approx(GOOD_SCORE / 4) for r in rewards)
     assert all(v is None or v == pytest.approx(GOOD_SCORE) for s in samples for v in s["scores"].values())
 
-    # the checkpoint at the failing step; finished steps are not lost
+    # the checkpoint after the failing step; finished steps are not lost
     latest = RunDir(run).latest_checkpoint()
     assert latest.name == f"step_{stopped_at:06d}"
     assert json.loads((latest / "trainer_state.json").read_text())["next_step"] == stopped_at

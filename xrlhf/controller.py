@@ -249,7 +249,7 @@ class Controller:
         exp.scores = [j.normalised for j in judgements]
         exp.rewards = torch.tensor([j.reward if j.reward is not None else float("nan") for j in judgements])
         valid = [i for i, j in enumerate(judgements) if j.reward is not None]
-        self._check_judge(step, valid)
+        give_up = self._judge_gave_up(step, valid)
         t0 = time.perf_counter()
         advantages: list[float | None] = [None] * len(judgements)
         if valid:
@@ -269,27 +269,31 @@ class Controller:
                  row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
                  row["response_length/mean"], f"missing {row['judge/missing']}" if row["judge/missing"] else "",
                  times["time/step"])
+        if give_up:
+            # This step's row (its failures counted) is written; the checkpoint resumes after it.
+            self._checkpoint(step + 1)
+            j = self.cfg.judge
+            raise JudgeUnavailableError(f"the judge failed every sample for {self.judge_failed_steps} steps in a row "
+                                        f"({time.monotonic() - self.judge_last_success:.0f} s without a score; limits: "
+                                        f"judge.max_consecutive_failed_steps={j.max_consecutive_failed_steps}, "
+                                        f"judge.max_seconds_without_success={j.max_seconds_without_success:g}); "
+                                        f"stopped after step {step} with a checkpoint in {self.run.checkpoints} "
+                                        f"(a resumed run goes on at step {step + 1})")
         return row
 
-    def _check_judge(self, step: int, valid: list[int]) -> None:
-        """Stop, with a checkpoint at this step, after judge.max_consecutive_failed_steps steps or
+    def _judge_gave_up(self, step: int, valid: list[int]) -> bool:
+        """Whether to stop after this step: judge.max_consecutive_failed_steps steps or
         judge.max_seconds_without_success seconds in which the judge scored no sample."""
         if valid:
             self.judge_failed_steps = 0
             self.judge_last_success = time.monotonic()
-            return
+            return False
         self.judge_failed_steps += 1
         silent_s = time.monotonic() - self.judge_last_success
         log.error("step %d: the judge scored no sample; no update (%d steps, %.0f s without a score)", step,
                   self.judge_failed_steps, silent_s)
         j = self.cfg.judge
-        if self.judge_failed_steps >= j.max_consecutive_failed_steps or silent_s >= j.max_seconds_without_success:
-            self._checkpoint(step)
-            raise JudgeUnavailableError(f"the judge failed every sample for {self.judge_failed_steps} steps in a row "
-                                        f"({silent_s:.0f} s without a score; limits: judge.max_consecutive_failed_steps="
-                                        f"{j.max_consecutive_failed_steps}, judge.max_seconds_without_success="
-                                        f"{j.max_seconds_without_success:g}); stopped at step {step} with a checkpoint "
-                                        f"in {self.run.checkpoints}")
+        return self.judge_failed_steps >= j.max_consecutive_failed_steps or silent_s >= j.max_seconds_without_success
 
     def _checkpoint(self, next_step: int) -> None:
         state = ray.get(self.graph.learner.state.remote())

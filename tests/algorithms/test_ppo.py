@@ -97,3 +97,35 @@ def test_explained_variance():
     values = returns - torch.tensor([[0.5, 0.0, -0.5, 0.0]])
     assert explained_variance(values, returns, mask) == pytest.approx(0.75)
     assert math.isnan(explained_variance(returns, torch.ones_like(returns), mask))
+
+
+def test_one_minibatch_update_reuses_its_forward_for_the_old_values():
+    """epochs=1 and one minibatch: one policy forward per update instead of two, and the same update."""
+    from pathlib import Path
+
+    from xrlhf.config import load_config
+    from xrlhf.generation import sample
+    from xrlhf.learners import make_learner
+    from xrlhf.models import trainable_state
+
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    cfg = load_config(tiny, ["algorithm.name=ppo", "algorithm.ppo.epochs=1", "algorithm.ppo.minibatch_size=8"])
+    fused, plain = make_learner(cfg), make_learner(cfg)
+    plain.reuse_update_forward = False
+    exp = sample(fused.trainer.model, fused.trainer.tokenizer, ["Say something.", "Name a fruit."], 4, 12, seed=0)
+    exp.ref_logprobs = exp.behaviour_logprobs - 0.01
+    exp.rewards = torch.linspace(0.0, 1.0, 8)
+    for learner in (fused, plain):
+        calls = []
+        forward = learner.trainer.forward
+        learner.trainer.forward = lambda *a, _f=forward, **k: calls.append(1) or _f(*a, **k)
+        learner.metrics, _ = learner.update(exp)
+        learner.forwards = len(calls)
+    assert (fused.forwards, plain.forwards) == (1, 2)
+    for key in ("loss/policy", "loss/value", "ppo/explained_variance", "grad_norm"):
+        assert fused.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4, abs=1e-6), key
+    a, b = trainable_state(fused.trainer.model), trainable_state(plain.trainer.model)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    heads = fused.value_head.state_dict(), plain.value_head.state_dict()
+    assert all(torch.allclose(heads[0][k], heads[1][k], atol=1e-6) for k in heads[0])
+    assert heads[0]["linear.bias"].abs().item() > 0  # the critic did learn (it starts at zero)

@@ -2,15 +2,14 @@
 import json
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
+from faults import StubCompletionsServer
 from xrlhf.config import Config, ConfigError, HttpJudgeConfig, JudgeConfig, dump_config
 from xrlhf.judge.http import HttpJudge
 
@@ -25,12 +24,7 @@ BAD_AS_A = {"A": math.log(0.3), "B": math.log(0.7)}
 PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Say hi.", "Hi!"), ("Capital of France?", "Paris.")]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64  # the default 5 refuses some of a burst of concurrent connects
-
-
-class FaultServer:
+class FaultServer(StubCompletionsServer):
     """/v1/completions on 127.0.0.1 that fails on purpose: `fault` for the first `fail_first` attempts at each prompt.
 
     Only prompts containing `only` fail (all when None). Requests without the bearer key get a
@@ -42,18 +36,11 @@ class FaultServer:
         self.fault, self.fail_first, self.only = "none", 0, None
         self.chat_only = False  # answer /completions with 404, as a chat-only server does
         self.attempts: Counter = Counter()
-        self.lock = threading.Lock()
-        self.httpd = _Server(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__()
 
     def set(self, fault: str, fail_first: int = 10**9, only: str | None = None, chat_only: bool = False) -> None:
         self.fault, self.fail_first, self.only, self.chat_only = fault, fail_first, only, chat_only
         self.attempts.clear()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def _plan(self, prompt: str) -> str:
         with self.lock:
@@ -62,48 +49,27 @@ class FaultServer:
         faulty = self.only is None or self.only in prompt
         return self.fault if faulty and attempt < self.fail_first else "none"
 
-    def _handler(self) -> type:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                auth = self.headers.get("Authorization", "")
-                if server.key and auth != f"Bearer {server.key}":
-                    return self._send(401, json.dumps({"error": f"bad credentials {auth!r}"}).encode())
-                chat = self.path.endswith("/chat/completions")
-                if server.chat_only and not chat:
-                    return self._send(404, b'{"error": "not found"}')
-                prompt = body["messages"][0]["content"] if chat else body["prompt"]
-                fault = server._plan(prompt)
-                if fault == "500":
-                    return self._send(500, b"internal error")
-                if fault == "garbage":
-                    return self._send(200, b"<html>surprise</html>")
-                if fault == "empty":
-                    return self._send(200, b"")
-                if fault == "no_logprobs":
-                    return self._send(200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode())
-                if fault == "stall":
-                    time.sleep(server.stall_s)
-                top = SCORE_TOP if "Better response" not in prompt \
-                    else GOOD_AS_A if "<<<RESPONSE_A>>>\ngood\n" in prompt else BAD_AS_A
-                self._send(200, json.dumps(_chat_answer(top) if chat else _answer(top)).encode())
-
-            def _send(self, code, payload):
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out first
-                    pass
-
-        return Handler
+    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
+        if self.key and auth != f"Bearer {self.key}":
+            return 401, json.dumps({"error": f"bad credentials {auth!r}"}).encode()
+        chat = path.endswith("/chat/completions")
+        if self.chat_only and not chat:
+            return 404, b'{"error": "not found"}'
+        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        fault = self._plan(prompt)
+        if fault == "500":
+            return 500, b"internal error"
+        if fault == "garbage":
+            return 200, b"<html>surprise</html>"
+        if fault == "empty":
+            return 200, b""
+        if fault == "no_logprobs":
+            return 200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode()
+        if fault == "stall":
+            time.sleep(self.stall_s)
+        top = SCORE_TOP if "Better response" not in prompt \
+            else GOOD_AS_A if "<<<RESPONSE_A>>>\ngood\n" in prompt else BAD_AS_A
+        return 200, json.dumps(_chat_answer(top) if chat else _answer(top)).encode()
 
 
 def _answer(top):

@@ -41,6 +41,9 @@ class PPOLearner:
             self.trainer.add_params([p for p in self.critic_model.parameters() if p.requires_grad])
         self.value_head = ValueHead(hidden).to(self.trainer.device)
         self.trainer.add_params(list(self.value_head.parameters()))
+        # One epoch of one minibatch: the update's own forward gives the old values (detached), so the
+        # separate no-grad pass before it is skipped (BENCHMARKS.md, peer comparison). False forces that pass.
+        self.reuse_update_forward = True
 
     def _forward(self, exp: Experience, idx: list[int]):
         """Policy log-probs, entropy and values for rows idx."""
@@ -59,8 +62,19 @@ class PPOLearner:
         mask = exp.response_mask.float()  # [B, R]
         B = mask.shape[0]
         old_logprobs = exp.behaviour_logprobs.float()
-        with torch.no_grad():
-            old_values = torch.cat([self._forward(exp, idx)[1].cpu() for idx in _chunks(list(range(B)), pc.minibatch_size)])
+        rng = np.random.default_rng(self.cfg.seed + self.trainer.version)
+        first_order, first_pass = None, None
+        if self.reuse_update_forward and pc.epochs == 1 and pc.minibatch_size >= B:
+            # The only minibatch is the whole batch, before any step: its values, detached, are the old
+            # values exactly, so the pass that computes them is also the update's pass.
+            first_order = [int(i) for i in rng.permutation(B)]
+            first_pass = self._forward(exp, first_order)
+            old_values = torch.empty(B, mask.shape[1])
+            old_values[first_order] = first_pass[1].detach().float().cpu()
+        else:
+            with torch.no_grad():
+                old_values = torch.cat([self._forward(exp, idx)[1].cpu()
+                                        for idx in _chunks(list(range(B)), pc.minibatch_size)])
         old_values = old_values * mask
         kl = kl_penalty(old_logprobs, exp.ref_logprobs, alg.kl_estimator) * mask
         rewards = token_level_rewards(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B, R]
@@ -68,11 +82,12 @@ class PPOLearner:
         if pc.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "clipfrac", "approx_kl", "grad_norm")}
-        rng = np.random.default_rng(self.cfg.seed + self.trainer.version)
         stop = False
-        for _ in range(pc.epochs):
-            for idx in _chunks(list(rng.permutation(B)), pc.minibatch_size):
-                fwd, values = self._forward(exp, idx)
+        for epoch in range(pc.epochs):
+            order = first_order if epoch == 0 and first_order is not None else rng.permutation(B)
+            for idx in _chunks(list(order), pc.minibatch_size):
+                fwd, values = first_pass if first_pass is not None else self._forward(exp, idx)
+                first_pass = None
                 dev = values.device
                 m = mask[idx].to(dev)
                 pg_loss, pstats = policy_loss(fwd.logprobs, old_logprobs[idx].to(dev), advantages[idx].to(dev), m, pc.clip_range)
@@ -82,7 +97,7 @@ class PPOLearner:
                 grad_norm, _ = self.trainer.step(loss)
                 for k, v in (("pg", pg_loss), ("vf", v_loss), ("ent", entropy), ("clipfrac", pstats["clipfrac"]),
                              ("approx_kl", pstats["approx_kl"]), ("grad_norm", grad_norm)):
-                    stats[k].append(float(v))
+                    stats[k].append(float(v.detach()) if torch.is_tensor(v) else float(v))
                 if pc.target_kl is not None and float(pstats["approx_kl"]) > 1.5 * pc.target_kl:
                     stop = True  # the policy moved too far from the sampler: stop this batch early
                     break
