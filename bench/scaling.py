@@ -31,7 +31,8 @@ SHAPES = {  # the hf judge on the policy's base model in both; gemma's steps tak
     "gemma": ["rollout.prompts_per_step=2", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=16",
               "judge.max_response_tokens=64", "algorithm.name=reinforce"],
 }
-STAGES = ("rollout", "judge", "reference", "learner", "sync")
+# reference_pass: the reference actor's own seconds (time/reference is when its result was collected, after the judges)
+STAGES = ("rollout", "judge", "reference_pass", "learner", "sync")
 
 
 def run(model: str, n_rollout: int, n_judge: int, steps: int) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def _batch(overrides: list[str]) -> int:
 def predict(base: dict[str, float], n_rollout: int, n_judge: int, cores: float) -> float:
     """The step-time model from the single-actor stage times."""
     div_r, div_j = min(n_rollout, cores), min(n_judge, cores)
-    judge_and_ref = max(base["judge"] / div_j, base["reference"])
+    judge_and_ref = max(base["judge"] / div_j, base["reference_pass"])
     return base["rollout"] / div_r + judge_and_ref + base["learner"] + base["sync"]
 
 
@@ -81,7 +82,7 @@ def main() -> None:
     base = runs[0]
     rows = []
     for r in runs:
-        # stages ride on the same measured stages: judge time is the judge phase, reference overlaps it
+        # the model from the single-actor configuration's stage times
         pred = predict(base["stages_median_s"], r["rollout_actors"], r["judge_actors"], cores=2)
         r["predicted_step_s"] = pred
         r["speedup_vs_base"] = base["step_s"] / r["step_s"]
@@ -90,7 +91,7 @@ def main() -> None:
                      **{f"{k}_s": v for k, v in r["stages_median_s"].items()}})
     print(table(rows, list(rows[0])))
     out = {"model": args.model, "config": str(CONFIGS[args.model].name), "shape_overrides": SHAPES[args.model], "runs": runs,
-           "model_formula": "T_rollout/N_r + max(T_judge/N_j, T_reference) + T_learner + T_sync"}
+           "model_formula": "T_rollout/N_r + max(T_judge/N_j, T_reference_pass) + T_learner + T_sync"}
     print(f"wrote {write_result('scaling', out)}")
 
 

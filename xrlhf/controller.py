@@ -241,7 +241,7 @@ class Controller:
                          for j, idx in zip(g.judges, idx_chunks)]
         judged = ray.get(judge_futures)
         t_judge = time.perf_counter() - t0
-        ref_logprobs, _ = ray.get(ref_future)
+        ref_logprobs, ref_own_s = ray.get(ref_future)
         t_reference = time.perf_counter() - t0
         judgements = [j for part in judged for j in part[0]]
         judge_stats = _sum_stats([part[2] for part in judged])
@@ -260,7 +260,10 @@ class Controller:
             metrics = {"skipped_update": True}
         t_learner = time.perf_counter() - t0
         t_sync = self._sync_weights() if valid else 0.0
-        times = {"time/rollout": t_rollout, "time/reference": t_reference, "time/judge": t_judge,
+        # time/reference is when its result was collected (after the judges); time/reference_pass is the
+        # reference actor's own seconds, so max(judge, reference) can be read apart.
+        times = {"time/rollout": t_rollout, "time/reference": t_reference, "time/reference_pass": ref_own_s,
+                 "time/judge": t_judge,
                  "time/learner": t_learner, "time/sync": t_sync, "time/step": time.perf_counter() - t_step}
         row = self._metrics_row(step, exp, judgements, advantages, metrics, times, judge_stats)
         self.run.append(self.run.metrics, [row])
