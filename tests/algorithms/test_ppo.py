@@ -99,8 +99,10 @@ def test_explained_variance():
     assert math.isnan(explained_variance(returns, torch.ones_like(returns), mask))
 
 
-def test_one_minibatch_update_reuses_its_forward_for_the_old_values():
-    """epochs=1 and one minibatch: one policy forward per update instead of two, and the same update."""
+@pytest.mark.parametrize("epochs,minibatch,forwards", [(1, 8, (1, 2)), (1, 4, (3, 4)), (2, 4, (5, 6))])
+def test_update_reuses_the_first_minibatch_forward_for_its_old_values(epochs, minibatch, forwards):
+    """The first minibatch's update forward doubles as its rows' old-values pass: one policy forward fewer
+    per update (with one minibatch, the no-grad pass is gone), and the same update."""
     from pathlib import Path
 
     from xrlhf.config import load_config
@@ -109,7 +111,8 @@ def test_one_minibatch_update_reuses_its_forward_for_the_old_values():
     from xrlhf.models import trainable_state
 
     tiny = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
-    cfg = load_config(tiny, ["algorithm.name=ppo", "algorithm.ppo.epochs=1", "algorithm.ppo.minibatch_size=8"])
+    cfg = load_config(tiny, ["algorithm.name=ppo", f"algorithm.ppo.epochs={epochs}",
+                             f"algorithm.ppo.minibatch_size={minibatch}"])
     fused, plain = make_learner(cfg), make_learner(cfg)
     plain.reuse_update_forward = False
     exp = sample(fused.trainer.model, fused.trainer.tokenizer, ["Say something.", "Name a fruit."], 4, 12, seed=0)
@@ -121,7 +124,7 @@ def test_one_minibatch_update_reuses_its_forward_for_the_old_values():
         learner.trainer.forward = lambda *a, _f=forward, **k: calls.append(1) or _f(*a, **k)
         learner.metrics, _ = learner.update(exp)
         learner.forwards = len(calls)
-    assert (fused.forwards, plain.forwards) == (1, 2)
+    assert (fused.forwards, plain.forwards) == forwards
     for key in ("loss/policy", "loss/value", "ppo/explained_variance", "grad_norm"):
         assert fused.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4, abs=1e-6), key
     a, b = trainable_state(fused.trainer.model), trainable_state(plain.trainer.model)

@@ -41,8 +41,9 @@ class PPOLearner:
             self.trainer.add_params([p for p in self.critic_model.parameters() if p.requires_grad])
         self.value_head = ValueHead(hidden).to(self.trainer.device)
         self.trainer.add_params(list(self.value_head.parameters()))
-        # One epoch of one minibatch: the update's own forward gives the old values (detached), so the
-        # separate no-grad pass before it is skipped (BENCHMARKS.md, peer comparison). False forces that pass.
+        # The first minibatch's update forward, run before any step, gives its rows' old values (detached),
+        # so the no-grad old-values pass covers only the other rows; with one minibatch it is skipped
+        # (BENCHMARKS.md, peer comparison). False runs the no-grad pass over every row.
         self.reuse_update_forward = True
 
     def _forward(self, exp: Experience, idx: list[int]):
@@ -63,18 +64,19 @@ class PPOLearner:
         B = mask.shape[0]
         old_logprobs = exp.behaviour_logprobs.float()
         rng = np.random.default_rng(self.cfg.seed + self.trainer.version)
-        first_order, first_pass = None, None
-        if self.reuse_update_forward and pc.epochs == 1 and pc.minibatch_size >= B:
-            # The only minibatch is the whole batch, before any step: its values, detached, are the old
-            # values exactly, so the pass that computes them is also the update's pass.
-            first_order = [int(i) for i in rng.permutation(B)]
-            first_pass = self._forward(exp, first_order)
-            old_values = torch.empty(B, mask.shape[1])
-            old_values[first_order] = first_pass[1].detach().float().cpu()
-        else:
-            with torch.no_grad():
-                old_values = torch.cat([self._forward(exp, idx)[1].cpu()
-                                        for idx in _chunks(list(range(B)), pc.minibatch_size)])
+        first_order = [int(i) for i in rng.permutation(B)]  # epoch 0's minibatch order
+        old_values = torch.empty(B, mask.shape[1])
+        first_pass, rest = None, list(range(B))
+        if self.reuse_update_forward:
+            # Before any step the first minibatch's values are the old values exactly: the update's
+            # forward for it (graph kept) stands in for its rows of the no-grad pass.
+            first = _chunks(first_order, pc.minibatch_size)[0]
+            first_pass = self._forward(exp, first)
+            old_values[first] = first_pass[1].detach().float().cpu()
+            rest = sorted(set(rest) - set(first))
+        with torch.no_grad():
+            for idx in _chunks(rest, pc.minibatch_size):
+                old_values[idx] = self._forward(exp, idx)[1].float().cpu()
         old_values = old_values * mask
         kl = kl_penalty(old_logprobs, exp.ref_logprobs, alg.kl_estimator) * mask
         rewards = token_level_rewards(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B, R]
@@ -84,7 +86,7 @@ class PPOLearner:
         stats: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "ent", "clipfrac", "approx_kl", "grad_norm")}
         stop = False
         for epoch in range(pc.epochs):
-            order = first_order if epoch == 0 and first_order is not None else rng.permutation(B)
+            order = first_order if epoch == 0 else rng.permutation(B)
             for idx in _chunks(list(order), pc.minibatch_size):
                 fwd, values = first_pass if first_pass is not None else self._forward(exp, idx)
                 first_pass = None
