@@ -170,3 +170,25 @@ def test_long_response_is_cut_and_the_rubric_reaches_the_judge():
     # the judge itself scores the long response as usual (the cut happens inside score())
     (j,) = judge.score(["How?"], [long])
     assert j.missing == 0 and all(0 <= s <= 4 for s in j.scores.values())
+
+
+def test_shared_prefix_fallbacks_group_by_group_stay_exact(tiny):
+    """No prefix common to all rows, or a padded chunk wider than a sliding window: the chunk runs group by
+    group (no padding between real tokens) and still equals plain passes."""
+    model, tok = tiny
+    pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky on a clear day."), ("Why?", "Because.")]
+    groups = _groups(tok, SHORT, pairs, [3, 2, 4])
+    groups[1] = [[tok.bos_token_id + 1] + s for s in groups[1]]  # rows that share no first token with the others
+    flat = [s for g in groups for s in g]
+    assert common_prefix_length(flat) == 0
+    vocab = torch.arange(model.config.vocab_size)
+    plain = last_logprobs(model, flat, tok.pad_token_id, vocab)
+    assert torch.allclose(torch.cat(shared_prefix_logprobs(model, groups, vocab)), plain, atol=1e-4)
+    groups = _groups(tok, DEFAULT_TEMPLATE, pairs, [3, 2, 4])
+    flat = [s for g in groups for s in g]
+    plain = last_logprobs(model, flat, tok.pad_token_id, vocab)
+    model.config.sliding_window = min(map(len, flat)) - 1  # every chunk is wider than this window
+    try:
+        assert torch.allclose(torch.cat(shared_prefix_logprobs(model, groups, vocab)), plain, atol=1e-4)
+    finally:
+        del model.config.sliding_window
