@@ -162,6 +162,17 @@ VARIANTS = {
 }
 
 
+def _gemma_and_batch() -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Gemma, and the quickstart batch of prompts with R random response tokens: (model, ids, mask, positions, R)."""
+    torch.manual_seed(0)
+    model, tok, _ = load_gemma()
+    enc, _ = _prompt_batch(tok, SHAPE, 0)
+    R = SHAPE.new_tokens
+    ids = torch.cat([enc["input_ids"], torch.randint(10, 20000, (SHAPE.batch, R))], 1)
+    att = torch.cat([enc["attention_mask"], torch.ones(SHAPE.batch, R, dtype=torch.long)], 1)
+    return model, ids, att, (att.cumsum(-1) - 1).clamp(min=0), R
+
+
 def logprobs_part(grad: bool) -> list[dict[str, Any]]:
     """Every variant in turn in this fresh process (MALLOC_MMAP_THRESHOLD_ set by the parent, so freed tensors
     go back to the OS); per variant the peak resident memory above the loaded model and batch.
@@ -171,13 +182,7 @@ def logprobs_part(grad: bool) -> list[dict[str, Any]]:
     """
     from xrlhf.experience import entropy_from_logits, gather_logprobs, response_logprobs
 
-    torch.manual_seed(0)
-    model, tok, cfg = load_gemma()
-    enc, _ = _prompt_batch(tok, SHAPE, 0)
-    R = SHAPE.new_tokens
-    ids = torch.cat([enc["input_ids"], torch.randint(10, 20000, (SHAPE.batch, R))], 1)
-    att = torch.cat([enc["attention_mask"], torch.ones(SHAPE.batch, R, dtype=torch.long)], 1)
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    model, ids, att, pos, R = _gemma_and_batch()
     tokens = ids[:, -R:]
     _touch(model)
     with torch.no_grad():
@@ -244,13 +249,7 @@ def head(rounds: int) -> dict[str, Any]:
     Reference pass (no grad) and learner pass (forward + backward), interleaved, CPU seconds."""
     from xrlhf.experience import gather_logprobs, response_logprobs
 
-    torch.manual_seed(0)
-    model, tok, cfg = load_gemma()
-    enc, _ = _prompt_batch(tok, SHAPE, 0)
-    R = SHAPE.new_tokens
-    ids = torch.cat([enc["input_ids"], torch.randint(10, 20000, (SHAPE.batch, R))], 1)
-    att = torch.cat([enc["attention_mask"], torch.ones(SHAPE.batch, R, dtype=torch.long)], 1)
-    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    model, ids, att, pos, R = _gemma_and_batch()
     _touch(model)
 
     def before(grad: bool) -> torch.Tensor:
