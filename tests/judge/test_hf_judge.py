@@ -157,6 +157,7 @@ def test_compare_is_symmetric_in_the_two_orders():
     for x, y in zip(ab, ba):
         assert 0.0 <= x <= 1.0 and x == pytest.approx(1.0 - y, abs=1e-6)
     assert judge.compare(prompts[:1], a[:1], a[:1]) == pytest.approx([0.5], abs=1e-6)  # a tie with itself
+    assert judge.compare([], [], []) == [] and judge.score([], []) == []  # nothing to judge is not an error
 
 
 def test_long_response_is_cut_and_the_rubric_reaches_the_judge():

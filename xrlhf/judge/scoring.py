@@ -92,6 +92,8 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     between real tokens; so does a chunk with no common root (a row with no tokens of its own would
     attend to nothing).
     """
+    if not groups:
+        return []
     root_len = common_prefix_length([s for g in groups for s in g])
     root_ids = groups[0][0][:root_len]
     if head is not None and head.fits(root_ids, root_len):
