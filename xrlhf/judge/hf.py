@@ -112,7 +112,8 @@ class HFJudge:
         if not todo:
             return []
         clipped = {i: (self._clip(prompts[i]), self._clip(responses[i])) for i in {i for i, _ in todo}}
-        inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels, self.rubric.dimensions), "0")
+        inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels,
+                                                          self.rubric.dimensions), "0")
                   for i, d in todo]
         dims = [d for _, d in todo]
         if self.cfg.mode == "expected":

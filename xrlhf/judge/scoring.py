@@ -80,10 +80,10 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     """Next-token logprobs [D_i, K] at the end of each sequence of each group, computing shared prefixes once.
 
     The prefix common to every sequence (the judge instructions, from `head` when it matches) runs
-    once. Then, per chunk of groups (sorted by length) with at most max_rows sequences in all, two forward calls: every
-    group's own common prefix (a sample's prompt and response) right padded in one batch on top of
-    the root, and all the chunk's endings (one per dimension) right padded in one batch on top of
-    their group's rows. A CPU forward call has a fixed cost (the weights are read once per call), so
+    once. Then, per chunk of groups (sorted by length) with at most max_rows sequences in all, two
+    forward calls: every group's own common prefix (a sample's prompt and response) right padded in
+    one batch on top of the root, and all the chunk's endings (one per dimension) right padded in one
+    batch on top of their group's rows. A CPU forward call has a fixed cost (the weights are read once per call), so
     calls are per chunk, not per group.
 
     Padding sits between a group's prefix and its endings; the attention mask hides it and the
