@@ -77,12 +77,25 @@ def test_dump_holds_env_var_names_not_secrets(monkeypatch):
     assert "JUDGE_KEY" in text and "sk-planted-secret" not in text
 
 
-@pytest.mark.parametrize("override, named", [("bogus.key=1", "bogus.key"),
-                                             ("rollout.max_new_tokens=many", "rollout.max_new_tokens"),
-                                             ("algorithm.lr=-1", "algorithm.lr")])
-def test_cli_fails_fast_before_any_model_loads(override, named, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "xrlhf.cli", "train", QUICK, override, "--run-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("override, named, last", [("bogus.key=1", "bogus.key", False),
+                                                   ("rollout.max_new_tokens=many", "rollout.max_new_tokens", False),
+                                                   ("algorithm.lr=-1", "algorithm.lr", False),
+                                                   ("algorithm.lr=-1", "algorithm.lr", True)])
+def test_cli_fails_fast_before_any_model_loads(override, named, last, tmp_path):
+    options = ["--run-dir", str(tmp_path / "r")]
+    argv = [QUICK, *options, override] if last else [QUICK, override, *options]  # overrides after the options too
+    out = subprocess.run([sys.executable, "-m", "xrlhf.cli", "train", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert named in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_rejects_stray_arguments_that_are_not_overrides():
+    from xrlhf.cli import parse_args
+
+    args = parse_args(["judge", QUICK, "--prompt", "P", "--response", "R", "judge.cache=false", "seed=3"])
+    assert args.overrides == ["judge.cache=false", "seed=3"] and args.prompt == "P"
+    with pytest.raises(SystemExit):
+        parse_args(["judge", QUICK, "--prompt", "P", "not-an-override"])
+    with pytest.raises(SystemExit):
+        parse_args(["report", "some/dir", "--out", "o", "seed=3"])  # report takes no overrides
