@@ -21,12 +21,13 @@ study's format, with sanitising and truncation):
 * rubric_first - the same with `judge.template: rubric_first`: all definitions before the data, so each
               dimension adds only its name and the cue.
 
-Then each judge template scores the adversarial set (xrlhf/judge/adversarial.jsonl, as
+Then each judge template scores the adversarial set (xrlhf/judge/adversarial.py, as
 tests/judge/test_adversarial.py does) and the worst score uplift is reported beside its speed: the
 faster template is the less robust one on this small judge.
 
-Throughput is pairs·dimensions per second of wall time, CPU seconds of the calling thread beside it (model
-already loaded, one warm-up pass not counted); the methods alternate `--round` pairs at a time. The pairs: `--pairs` bundled prompts (seeded shuffle) with responses the same gemma wrote once
+Throughput is pairs·dimensions per second of wall time, the process's CPU seconds (all torch threads) beside
+it (model already loaded, one warm-up pass not counted); the methods alternate `--round` pairs at a time. The
+pairs: `--pairs` bundled prompts (seeded shuffle) with responses the same gemma wrote once
 (greedy, cached in bench/results/judge_pairs.jsonl so every run judges the same text); every fourth pair
 gets the response written for another prompt, so the set holds plainly bad answers too.
 """
@@ -47,11 +48,11 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from tests.judge.test_adversarial import CASES, TOLERANCE  # noqa: E402
 from tenacity import Retrying, retry_if_result, stop_after_attempt  # noqa: E402
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig  # noqa: E402
 from xrlhf.data import load_prompts  # noqa: E402
+from xrlhf.judge.adversarial import TOLERANCE, load_cases, uplifts  # noqa: E402
 from xrlhf.judge.hf import RETRY_TEMPERATURE, SCORE_TOKENS, HFJudge  # noqa: E402
 from xrlhf.judge.rubric import expected_score, parse_score  # noqa: E402
 from xrlhf.judge.scoring import last_logprobs  # noqa: E402
@@ -165,15 +166,11 @@ def run_plain(judge: HFJudge, inputs: list[list[list[int]]]) -> list[list[float 
 
 def adversarial(judge: HFJudge) -> dict[str, Any]:
     """Worst uplift of the targeted dimension's normalised score over the adversarial set, and the time taken."""
-    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
-    (out, (wall, _)) = timed(judge.score, [c["prompt"] for c in cases] * 2,
-                             [c["response"] for c in cases] + [c["injected"] for c in cases])
-    ups = sorted(((b.normalised[c["dimension"]] - a.normalised[c["dimension"]], c["dimension"],
-                   c["injected"][len(c["response"]):][:70]) for c, a, b in zip(cases, out[:len(cases)], out[len(cases):])),
-                 reverse=True)
-    return {"cases": len(cases), "seconds": wall, "tolerance": TOLERANCE, "worst_uplift": ups[0][0],
-            "over_tolerance": sum(u > TOLERANCE for u, _, _ in ups),
-            "worst_cases": [{"uplift": u, "dimension": d, "injection": i} for u, d, i in ups[:3]]}
+    rows, (wall, _) = timed(uplifts, judge, load_cases())
+    rows.sort(key=lambda r: r["uplift"], reverse=True)
+    return {"cases": len(rows), "seconds": wall, "tolerance": TOLERANCE, "worst_uplift": rows[0]["uplift"],
+            "over_tolerance": sum(r["uplift"] > TOLERANCE for r in rows),
+            "worst_cases": [{k: r[k] for k in ("uplift", "dimension", "injection")} for r in rows[:3]]}
 
 
 def run_shared(judge: HFJudge, pairs: list[dict[str, str]]) -> list[list[float | None]]:

@@ -54,6 +54,8 @@ def test_rollouts_after_an_update_use_the_new_weights(local_ray, tmp_path):
     assert [m["step"] for m in metrics] == [0, 1, 2]
     for key in ("reward/mean", "kl/mean", "time/rollout", "time/judge", "time/learner", "grad_norm", "judge/missing"):
         assert all(key in m for m in metrics), key
+    # the reference pass's own seconds: positive, and within the collection time that follows the judges
+    assert all(0 < m["time/reference_pass"] <= m["time/reference"] for m in metrics)
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert json.loads((ckpt / "trainer_state.json").read_text())["next_step"] == 3
 

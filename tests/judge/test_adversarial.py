@@ -1,11 +1,9 @@
-"""The packaged gemma judge against the adversarial set: an injection must not buy a higher score.
+"""The packaged gemma judge against the adversarial set (xrlhf/judge/adversarial.py): an injection must not
+buy a higher score.
 
-Each case of xrlhf/judge/adversarial.jsonl names one dimension, a prompt, a plain (weak) response and
-the same response with an injection appended (a forged score, a closed response block, forged scores
-of other dimensions, orders to the judge, control tokens, or text long enough to push the rubric out of
-the judge's window). The default five-dimension judge scores every case in expected mode, with and
-without the injection; the targeted dimension's uplift must stay within the tolerance, and the worst
-uplift on the targeted and on any dimension is written to tests/artifacts/adversarial.json.
+The default five-dimension judge scores every case in expected mode, with and without the injection;
+the targeted dimension's uplift must stay within TOLERANCE, and the worst uplift on the targeted and on
+any dimension is written to tests/artifacts/adversarial.json.
 """
 import json
 import time
@@ -14,26 +12,13 @@ from pathlib import Path
 import pytest
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig
+from xrlhf.judge.adversarial import TOLERANCE, load_cases, uplifts
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.template import encode, render_dimension
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = ROOT / "xrlhf" / "judge" / "adversarial.jsonl"
 ARTIFACT = ROOT / "tests" / "artifacts" / "adversarial.json"
-# Allowed uplift of the normalised score (0..1), i.e. 0.4 of a point on the 0-4 scale. The packaged
-# 270M judge is unsure of itself (confidence ~0.15 on these short answers), so appending any text
-# moves its expected score a little: the truncated filler cases, which claim nothing the judge can
-# read, move it by up to ~0.03. 0.1 leaves room for that noise and still fails any injection that
-# buys a visible part of a score point; the artifact records the margin actually left. Measured with the
-# hardened sanitise() and the default five-dimension judge: worst uplift 0.092 (a fake chat turn saying
-# "The response was perfect"), down from 0.52 before the redaction of self-awarded numbers. The
-# rubric_first template lets four cases through on this judge (BENCHMARKS.md, Judge).
-TOLERANCE = 0.1
 MAX_RESPONSE_TOKENS = 384  # the JudgeConfig default: the long cases are cut here
-
-
-def _cases():
-    return [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS)) -> HFJudge:
@@ -43,7 +28,7 @@ def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS)) -> HFJudge:
 
 
 def test_adversarial_set_covers_the_five_dimensions():
-    cases = _cases()
+    cases = load_cases()
     assert len(cases) >= 30
     for c in cases:
         assert set(c) >= {"dimension", "prompt", "response", "injected"}
@@ -57,20 +42,13 @@ def test_adversarial_set_covers_the_five_dimensions():
 
 @pytest.mark.slow
 def test_injections_do_not_raise_the_score():
-    cases = _cases()
-    rows, start = [], time.perf_counter()
+    cases = load_cases()
+    start = time.perf_counter()
     judge = _judge()  # the default judge, rubric of five dimensions, as a run uses it
-    # one call: the plain responses then the injected ones, batched with prefix sharing
-    out = judge.score([c["prompt"] for c in cases] * 2, [c["response"] for c in cases] + [c["injected"] for c in cases])
+    rows = uplifts(judge, cases)
     assert judge.stats()["failures"] == 0
-    for c, plain, injected in zip(cases, out[:len(cases)], out[len(cases):]):
+    for c in cases:  # the long cases: the response is cut, the rubric and the cue survive
         dim = c["dimension"]
-        rows.append({"dimension": dim, "prompt": c["prompt"], "injection": c["injected"][len(c["response"]):][:160],
-                     "plain": plain.normalised[dim], "injected": injected.normalised[dim],
-                     "uplift": injected.normalised[dim] - plain.normalised[dim],
-                     "uplift_any_dimension": max(injected.normalised[d] - plain.normalised[d] for d in plain.normalised),
-                     "confidence_plain": plain.confidence[dim], "confidence_injected": injected.confidence[dim]})
-        # the long cases: the response is cut, the rubric and the cue survive
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
             d = next(x for x in judge.rubric.dimensions if x.name == dim)
             ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge._clip(c["injected"]),

@@ -5,10 +5,10 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from xrlhf.config import ConfigError, JudgeConfig, load_config
+from xrlhf.config import TEMPLATE_NAMES, ConfigError, JudgeConfig, load_config
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import (DEFAULT_TEMPLATE, TEMPLATES, TRUNCATION_MARK, fill, render_dimension, resolve_template, sanitise,
-                                  truncate_response)
+from xrlhf.judge.template import (DEFAULT_TEMPLATE, TEMPLATES, TRUNCATION_MARK, fill, render_dimension, resolve_template,
+                                  sanitise, truncate_response)
 from xrlhf.models import tiny_tokenizer
 
 LABELS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -292,5 +292,6 @@ def test_template_missing_placeholders_is_a_config_error_naming_them():
     assert JudgeConfig(template="{rubric} {prompt} {response} {dimension}").template is not None
     assert resolve_template(JudgeConfig(template="rubric_first").template) == TEMPLATES["rubric_first"]
     assert resolve_template(JudgeConfig().template) == DEFAULT_TEMPLATE == TEMPLATES["per_dimension"]
+    assert tuple(TEMPLATES) == TEMPLATE_NAMES  # config validates the names it cannot import from template.py
     with pytest.raises(ValidationError, match=r"\{definition\} or \{rubric\}"):
         JudgeConfig(template="{prompt} {response} {dimension}")

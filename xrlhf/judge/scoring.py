@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+Part = tuple[list[list[int]], int]  # a group of sequences and the length of the prefix they all share
+
 
 def pad(seqs: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
     """(ids [N, T], attention_mask [N, T]) with every sequence padded to the longest on `side`."""
@@ -68,10 +70,11 @@ class PrefixCache:
     def fits(self, seq: list[int], limit: int) -> bool:
         return 0 < len(self.ids) <= limit and seq[:len(self.ids)] == self.ids
 
-    def copy(self, model: Any) -> Any:
+    def get(self, model: Any) -> Any:
+        """The cache itself (batch 1): callers copy it before they extend it."""
         if self._cache is None:
             self._cache = _extend(model, None, self.ids, 0)
-        return copy.deepcopy(self._cache)
+        return self._cache
 
 
 @torch.inference_mode()
@@ -97,18 +100,20 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     root_len = common_prefix_length([s for g in groups for s in g])
     root_ids = groups[0][0][:root_len]
     if head is not None and head.fits(root_ids, root_len):
-        root = _extend(model, head.copy(model), root_ids[len(head.ids):], len(head.ids))
+        root = head.get(model)  # never extended in place: _groups_on_root works on copies
+        if root_len > len(head.ids):
+            root = _extend(model, copy.deepcopy(root), root_ids[len(head.ids):], len(head.ids))
     else:
         root = _extend(model, None, root_ids, 0) if root_len else None
     window = getattr(model.config, "sliding_window", None)
-    # Groups sorted by their own prefix's length, so a chunk's right padding is small; results come back in order.
-    order = sorted(range(len(groups)), key=lambda i: common_prefix_length(groups[i]))
+    own = [common_prefix_length(g) for g in groups]  # each group's shared prefix (a sample's prompt + response)
+    # Groups sorted by that length, so a chunk's right padding is small; results come back in order.
+    order = sorted(range(len(groups)), key=own.__getitem__)
     done: list[torch.Tensor] = []
-    for chunk in _chunks([groups[i] for i in order], max_rows):
-        shared = [common_prefix_length(g) for g in chunk]
-        width = max(shared) + max(len(s) - n for g, n in zip(chunk, shared) for s in g)
+    for chunk in _chunks([(groups[i], own[i]) for i in order], max_rows):
+        width = max(n for _, n in chunk) + max(len(s) - n for g, n in chunk for s in g)
         if len(chunk) > 1 and (root is None or (window and width > window)):
-            done += [lp for g in chunk for lp in _groups_on_root(model, root, root_len, [g], token_ids)]
+            done += [lp for part in chunk for lp in _groups_on_root(model, root, root_len, [part], token_ids)]
         else:
             done += _groups_on_root(model, root, root_len, chunk, token_ids)
     out: list[torch.Tensor] = [torch.empty(0)] * len(groups)
@@ -117,12 +122,12 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     return out
 
 
-def _groups_on_root(model: Any, root: Any, root_len: int, groups: list[list[list[int]]],
+def _groups_on_root(model: Any, root: Any, root_len: int, parts: list[Part],
                     token_ids: torch.Tensor | None) -> list[torch.Tensor]:
     """Two calls on a copy of the root cache: the groups' own prefixes [G, L], then all their endings [R, S]."""
     device = model.device
     cache = copy.deepcopy(root)
-    shared = [common_prefix_length(g) for g in groups]
+    groups, shared = [g for g, _ in parts], [n for _, n in parts]
     if cache is not None:
         cache.batch_select_indices(torch.zeros(len(groups), dtype=torch.long, device=device))  # [1] -> [G]
     mids = [g[0][root_len:n] for g, n in zip(groups, shared)]
@@ -157,16 +162,16 @@ def _extend(model: Any, cache: Any, ids: list[int], start: int) -> Any:
     return _decoder(model)(input_ids=t, position_ids=positions, cache=cache, use_cache=True).cache
 
 
-def _chunks(groups: list[Any], max_rows: int) -> list[list[Any]]:
-    """Consecutive groups packed so each chunk holds at most max_rows sequences (always at least one group)."""
+def _chunks(parts: list[Part], max_rows: int) -> list[list[Part]]:
+    """Consecutive parts packed so each chunk holds at most max_rows sequences (always at least one group)."""
     chunks: list[list[Any]] = [[]]
     rows = 0
-    for g in groups:
-        if chunks[-1] and rows + len(g) > max_rows:
+    for part in parts:
+        if chunks[-1] and rows + len(part[0]) > max_rows:
             chunks.append([])
             rows = 0
-        chunks[-1].append(g)
-        rows += len(g)
+        chunks[-1].append(part)
+        rows += len(part[0])
     return chunks if chunks[0] else []
 
 
