@@ -15,9 +15,9 @@ study's format, with sanitising and truncation):
               tenacity, up to `judge.generate_retries` more times.
 * plain     - expected mode, all pairs x dimensions in left-padded batches of `batch_size` sequences: one
               forward pass per batch, the score is the expectation of the next-token distribution over 0..4.
-* shared    - expected mode as HFJudge runs it (the default): the instructions from the judge's cache, the
-              pairs' prompt + response blocks once per pair, then the dimension lines, in two batched calls
-              per chunk of `batch_size` rows.
+* shared    - expected mode as HFJudge runs it (the default): the instructions from the judge's cache, then
+              one packed call per chunk of `batch_size` sequences: a row per pair holding its prompt +
+              response block once and every dimension line after it, each line masked from the others.
 * rubric_first - the same with `judge.template: rubric_first`: all definitions before the data, so each
               dimension adds only its name and the cue.
 

@@ -190,9 +190,10 @@ def _tiny_gemma(tok, window: int):
         return Gemma3ForCausalLM(cfg).eval()
 
 
-def test_shared_prefix_fallbacks_group_by_group_stay_exact(tiny):
-    """No prefix common to all rows, or a padded chunk wider than a real sliding window: the chunk runs group
-    by group (no padding between real tokens) and still equals unpadded single passes."""
+def test_packed_chunks_stay_exact_without_a_root_and_past_a_sliding_window(tiny):
+    """Each chunk is one packed call (a row per sample: its prompt and response, then every dimension's
+    ending), and it equals unpadded single passes: with no prefix common to all rows, and on a real Gemma 3
+    whose sliding window is narrower than the rows, where the masks count positions, not padded slots."""
     model, tok = tiny
     pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky on a clear day."), ("Why?", "Because.")]
     groups = _groups(tok, SHORT, pairs, [3, 2, 4])
@@ -202,14 +203,29 @@ def test_shared_prefix_fallbacks_group_by_group_stay_exact(tiny):
     vocab = torch.arange(model.config.vocab_size)
     plain = last_logprobs(model, flat, tok.pad_token_id, vocab)
     assert torch.allclose(torch.cat(shared_prefix_logprobs(model, groups, vocab)), plain, atol=1e-4)
-    # Gemma 3's sliding window counts cache slots, so padding in the middle of a row shifts what it sees:
-    # with a 400-token window under these ~550-600-token rows, one batched call per chunk is off by ~0.05
-    # (measured), so the chunk must run group by group; with a window wider than every row it need not.
+    # ~550-600-token rows under a 400-token window (ignoring the window there is off by ~0.1, measured by
+    # removing it), and a 1000-token window wider than every row; sdpa's boolean masks and eager's additive ones.
     groups = _groups(tok, DEFAULT_TEMPLATE, pairs, [3, 2, 4])
     flat = [s for g in groups for s in g]
     assert 400 < min(map(len, flat)) and max(map(len, flat)) < 1000
-    for window in (400, 1000):
+    for window, attention in ((400, "sdpa"), (400, "eager"), (1000, "sdpa")):
         gemma = _tiny_gemma(tok, window)
+        gemma.config._attn_implementation = attention
         alone = torch.cat([last_logprobs(gemma, [s], tok.pad_token_id, vocab) for s in flat])
+        calls = _count_calls(gemma)
         shared = torch.cat(shared_prefix_logprobs(gemma, groups, vocab))
-        assert torch.allclose(shared, alone, atol=1e-4), (window, (shared - alone).abs().max())
+        assert torch.allclose(shared, alone, atol=1e-4), (window, attention, (shared - alone).abs().max())
+        assert calls == [1, 1]  # the root once, then one call for all three samples' rows
+        # one sample alone: its prompt and response are the root, longer than the window, so the sliding
+        # layers' cache keeps only the root's last slots and their masks must line up with them
+        calls.clear()
+        single = torch.cat(shared_prefix_logprobs(gemma, groups[1:2], vocab))
+        assert common_prefix_length(groups[1]) > window or window == 1000
+        assert torch.allclose(single, alone[3:5], atol=1e-4), (window, attention, (single - alone[3:5]).abs().max())
+
+
+def _count_calls(model) -> list[int]:
+    """Forward calls of the model's decoder from now on, each recorded as 1 (a list, so a test can clear it)."""
+    calls: list[int] = []
+    model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
+    return calls

@@ -83,74 +83,116 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     """Next-token logprobs [D_i, K] at the end of each sequence of each group, computing shared prefixes once.
 
     The prefix common to every sequence (the judge instructions, from `head` when it matches) runs
-    once. Then, per chunk of groups (sorted by length) with at most max_rows sequences in all, two
-    forward calls: every group's own common prefix (a sample's prompt and response) right padded in
-    one batch on top of the root, and all the chunk's endings (one per dimension) right padded in one
-    batch on top of their group's rows. A CPU forward call has a fixed cost (the weights are read once per call), so
-    calls are per chunk, not per group.
+    once. Then one forward call per chunk of groups (sorted by length, at most max_rows sequences in
+    all): a row per group holding the group's own common prefix (a sample's prompt and response)
+    followed by every one of its endings (one per dimension), on top of the root cache. The attention
+    mask lets each ending see the root, its group's prefix and itself, never the other endings, and
+    its position ids continue from the prefix, so each ending ends where its own unpadded sequence
+    would. The masks are built from position ids, so sliding-window layers count real tokens whatever
+    the padding. A CPU forward call has a fixed cost (the weights are read once per call), so calls
+    are per chunk, not per group, and no ending is padded to the longest one.
 
-    Padding sits between a group's prefix and its endings; the attention mask hides it and the
-    position ids skip it. Sliding-window attention measures its window in cache slots, though, so a
-    chunk whose padded width exceeds the model's window runs group by group, where no padding sits
-    between real tokens; so does a chunk with no common root (a row with no tokens of its own would
-    attend to nothing).
+    An attention kernel that takes no dense mask (flash-attention, flex) gets plain left-padded
+    batches of the chunk's sequences instead: exact, without the sharing.
     """
     if not groups:
         return []
     root_len = common_prefix_length([s for g in groups for s in g])
     root_ids = groups[0][0][:root_len]
     if head is not None and head.fits(root_ids, root_len):
-        root = head.get(model)  # never extended in place: _groups_on_root works on copies
+        root = head.get(model)  # never extended in place: _packed_on_root works on a copy
         if root_len > len(head.ids):
             root = _extend(model, copy.deepcopy(root), root_ids[len(head.ids):], len(head.ids))
     else:
         root = _extend(model, None, root_ids, 0) if root_len else None
-    window = getattr(model.config, "sliding_window", None)
     own = [common_prefix_length(g) for g in groups]  # each group's shared prefix (a sample's prompt + response)
-    # Groups sorted by that length, so a chunk's right padding is small; results come back in order.
-    order = sorted(range(len(groups)), key=own.__getitem__)
+    # Groups sorted by the length of their packed row, so a chunk's right padding is small; results come back in order.
+    order = sorted(range(len(groups)), key=lambda i: own[i] + sum(len(s) - own[i] for s in groups[i]))
+    dense = getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+    pad_id = model.config.pad_token_id or 0
     done: list[torch.Tensor] = []
     for chunk in _chunks([(groups[i], own[i]) for i in order], max_rows):
-        width = max(n for _, n in chunk) + max(len(s) - n for g, n in chunk for s in g)
-        if len(chunk) > 1 and (root is None or (window and width > window)):
-            done += [lp for part in chunk for lp in _groups_on_root(model, root, root_len, [part], token_ids)]
+        if dense:
+            done += _packed_on_root(model, root, root_len, chunk, token_ids)
         else:
-            done += _groups_on_root(model, root, root_len, chunk, token_ids)
+            flat = last_logprobs(model, [s for g, _ in chunk for s in g], pad_id, token_ids)
+            done += list(flat.split([len(g) for g, _ in chunk]))
     out: list[torch.Tensor] = [torch.empty(0)] * len(groups)
     for i, lp in zip(order, done):
         out[i] = lp
     return out
 
 
-def _groups_on_root(model: Any, root: Any, root_len: int, parts: list[Part],
+def _packed_on_root(model: Any, root: Any, root_len: int, parts: list[Part],
                     token_ids: torch.Tensor | None) -> list[torch.Tensor]:
-    """Two calls on a copy of the root cache: the groups' own prefixes [G, L], then all their endings [R, S]."""
+    """One call on a copy of the root cache: row g = group g's own prefix, then each of its endings in turn."""
     device = model.device
+    ids: list[list[int]] = []
+    pos: list[list[int]] = []
+    seg: list[list[int]] = []  # 0: the group's prefix, k: its k-th ending
+    last: list[int] = []  # each sequence's last token: its slot in its group's row
+    for g, n in parts:
+        row, p, sg = list(g[0][root_len:n]), list(range(root_len, n)), [0] * (n - root_len)
+        for k, s in enumerate(g, 1):
+            row += s[n:]
+            p += range(n, len(s))
+            sg += [k] * (len(s) - n)
+            last.append(len(row) - 1)
+        ids.append(row)
+        pos.append(p)
+        seg.append(sg)
+    tokens, _ = pad(ids, model.config.pad_token_id or 0, "right")  # [G, Q]
+    positions = torch.zeros_like(tokens)
+    segments = torch.full_like(tokens, -1)
+    for r, (p, sg) in enumerate(zip(pos, seg)):
+        positions[r, :len(p)] = torch.tensor(p, dtype=torch.long)
+        segments[r, :len(sg)] = torch.tensor(sg, dtype=torch.long)
     cache = copy.deepcopy(root)
-    groups, shared = [g for g, _ in parts], [n for _, n in parts]
     if cache is not None:
-        cache.batch_select_indices(torch.zeros(len(groups), dtype=torch.long, device=device))  # [1] -> [G]
-    mids = [g[0][root_len:n] for g, n in zip(groups, shared)]
-    mid_mask = torch.zeros(len(groups), 0, dtype=torch.long)
-    if any(mids):
-        ids, mid_mask = pad(mids, model.config.pad_token_id or 0, "right")  # [G, L]
-        positions = root_len + torch.arange(ids.shape[1])[None, :].expand_as(ids)
-        full = torch.cat([torch.ones(len(groups), root_len, dtype=torch.long), mid_mask], dim=1)
-        cache = _decoder(model)(input_ids=ids.to(device), attention_mask=full.to(device),
-                                position_ids=positions.to(device), cache=cache, use_cache=True).cache
-    owner = torch.tensor([i for i, g in enumerate(groups) for _ in g], dtype=torch.long)  # [R]: each row's group
-    if cache is not None:
-        cache.batch_select_indices(owner.to(device))  # [G] -> [R]
-    endings = [s[n:] for g, n in zip(groups, shared) for s in g]
-    ids, end_mask = pad(endings, model.config.pad_token_id or 0, "right")  # [R, S]
-    start = root_len + mid_mask.sum(-1)[owner]  # [R]: real tokens before each ending
-    positions = start[:, None] + torch.arange(ids.shape[1])[None, :]
-    full = torch.cat([torch.ones(len(endings), root_len, dtype=torch.long), mid_mask[owner], end_mask], dim=1)
-    out = _decoder(model)(input_ids=ids.to(device), attention_mask=full.to(device),
-                          position_ids=positions.to(device), cache=cache, use_cache=True)
-    last = end_mask.sum(-1) - 1  # [R]: each row's last real token; right pads come after it and are never attended
-    hidden = out.last_hidden_state[torch.arange(len(endings), device=device), last.to(device)]  # [R, H]
-    return list(head_logprobs(model, hidden, token_ids).split([len(g) for g in groups]))
+        cache.batch_select_indices(torch.zeros(len(parts), dtype=torch.long, device=device))  # [1] -> [G]
+    mask = _packed_masks(model, cache, root_len, positions, segments)
+    out = _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
+                          cache=cache, use_cache=cache is not None)
+    rows = torch.tensor([r for r, (g, _) in enumerate(parts) for _ in g], dtype=torch.long)
+    hidden = out.last_hidden_state[rows.to(device), torch.tensor(last, device=device)]  # [R, H]
+    return list(head_logprobs(model, hidden, token_ids).split([len(g) for g, _ in parts]))
+
+
+def _packed_masks(model: Any, cache: Any, root_len: int, positions: torch.Tensor, segments: torch.Tensor) -> Any:
+    """Attention masks [G, 1, Q, root + Q] of a packed chunk: a tensor, or one per layer type for hybrid models.
+
+    A slot sees the root and, causally, the slots of its row in its group's prefix (segment 0) or in its
+    own ending. Sliding-window layers also drop keys `window` positions or more behind the query; their
+    cache holds only the root's last slots (the window's), so their masks are that much narrower.
+    """
+    cfg = model.config
+    n_rows, width = positions.shape
+    slots = torch.arange(width)
+    key_seg = segments[:, None, :]  # [G, 1, Q]
+    sees = (slots[:, None] >= slots[None, :]) & (key_seg >= 0) & ((key_seg == 0) | (key_seg == segments[:, :, None]))
+    sees |= torch.eye(width, dtype=torch.bool)  # padding slots see themselves: no row of the mask is empty
+    window = getattr(cfg, "sliding_window", None)
+    types = list(getattr(cfg, "layer_types", None) or [])
+    if not types:
+        types = ["sliding_attention" if window and getattr(cfg, "use_sliding_window", True) else "full_attention"]
+
+    def build(kind: str) -> torch.Tensor:
+        held = root_len
+        if cache is not None:
+            layer = cache.layers[types.index(kind)]
+            held = layer.keys.shape[-2] if getattr(layer, "keys", None) is not None else root_len
+        key_pos = torch.cat([torch.arange(root_len - held, root_len).expand(n_rows, held), positions], dim=1)  # [G, K]
+        mask = torch.cat([torch.ones(n_rows, width, held, dtype=torch.bool), sees], dim=2)  # [G, Q, K]
+        if kind == "sliding_attention" and window:
+            mask &= (positions[:, :, None] - key_pos[:, None, :]) < window
+        mask = mask[:, None].to(model.device)
+        if cfg._attn_implementation == "sdpa":
+            return mask
+        return torch.zeros(mask.shape, dtype=model.dtype, device=model.device).masked_fill(~mask, torch.finfo(model.dtype).min)
+
+    if len(set(types)) == 1:
+        return build(types[0])
+    return {kind: build(kind) for kind in set(types)}
 
 
 def _extend(model: Any, cache: Any, ids: list[int], start: int) -> Any:
