@@ -7,8 +7,8 @@
     python bench/judge.py --pairs 32 --plain-pairs 12 --generate-pairs 12
 
 All methods judge the same (prompt, response) pairs on the same five dimensions with the same packaged
-gemma-3-270m on CPU. The first three use the same judge input ids (the default per-dimension template, the
-study's format, with sanitising and truncation):
+gemma-3-270m on CPU. The first three use the same judge input ids (the per_dimension template, the study's
+format, with sanitising and truncation):
 
 * generate  - the study's method: one `model.generate` call per pair per dimension (greedy, SCORE_TOKENS new
               tokens), the score parsed with a regex; an unparseable answer is retried with sampling via
@@ -18,12 +18,12 @@ study's format, with sanitising and truncation):
 * shared    - expected mode as HFJudge runs it (the default): the instructions from the judge's cache, then
               one packed call per chunk of `batch_size` sequences: a row per pair holding its prompt +
               response block once and every dimension line after it, each line masked from the others.
-* rubric_first - the same with `judge.template: rubric_first`: all definitions before the data, so each
-              dimension adds only its name and the cue.
+* rubric_first - the same with the default template (`rubric_first`): all definitions in the cached
+              instructions, so each dimension adds only its name and the cue.
 
 Then each judge template scores the adversarial set (xrlhf/judge/adversarial.py, as
-tests/judge/test_adversarial.py does) and the worst score uplift is reported beside its speed: the
-faster template is the less robust one on this small judge.
+tests/judge/test_adversarial.py does) and the held-out set beside it, and the worst score uplift is
+reported beside its speed.
 
 Throughput is pairs·dimensions per second of wall time, the process's CPU seconds (all torch threads) beside
 it (model already loaded, one warm-up pass not counted); the methods alternate `--round` pairs at a time. The
@@ -52,7 +52,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt  # noqa: E402
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig  # noqa: E402
 from xrlhf.data import load_prompts  # noqa: E402
-from xrlhf.judge.adversarial import TOLERANCE, load_cases, uplifts  # noqa: E402
+from xrlhf.judge.adversarial import CASES, HOLDOUT, TOLERANCE, load_cases, uplifts  # noqa: E402
 from xrlhf.judge.hf import RETRY_TEMPERATURE, SCORE_TOKENS, HFJudge  # noqa: E402
 from xrlhf.judge.rubric import expected_score, parse_score  # noqa: E402
 from xrlhf.judge.scoring import last_logprobs  # noqa: E402
@@ -164,9 +164,9 @@ def run_plain(judge: HFJudge, inputs: list[list[list[int]]]) -> list[list[float 
     return out
 
 
-def adversarial(judge: HFJudge) -> dict[str, Any]:
-    """Worst uplift of the targeted dimension's normalised score over the adversarial set, and the time taken."""
-    rows, (wall, _) = timed(uplifts, judge, load_cases())
+def adversarial(judge: HFJudge, path: Path = CASES) -> dict[str, Any]:
+    """Worst uplift of the targeted dimension's normalised score over an adversarial set, and the time taken."""
+    rows, (wall, _) = timed(uplifts, judge, load_cases(path))
     rows.sort(key=lambda r: r["uplift"], reverse=True)
     return {"cases": len(rows), "seconds": wall, "tolerance": TOLERANCE, "worst_uplift": rows[0]["uplift"],
             "over_tolerance": sum(r["uplift"] > TOLERANCE for r in rows),
@@ -235,12 +235,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    # The study's format (per_dimension) for generate mode, the plain batches and expected_shared; the
+    # default template (rubric_first) for expected_rubric_first.
     cfg = JudgeConfig(model="packaged", mode="expected", cache=False, batch_size=args.batch_size,
-                      generate_retries=args.retries, dimensions=DEFAULT_DIMENSIONS)
+                      generate_retries=args.retries, dimensions=DEFAULT_DIMENSIONS, template="per_dimension")
     load_start = time.perf_counter()
     judge = HFJudge(cfg, "packaged")
     load_s = time.perf_counter() - load_start
-    rubric_first = HFJudge(cfg.model_copy(update={"template": "rubric_first"}), "packaged")
+    rubric_first = HFJudge(cfg.model_copy(update={"template": None}), "packaged")
     pairs = make_pairs(judge, args.pairs)
     n_gen = min(args.generate_pairs or len(pairs), len(pairs))
     n_plain = min(args.plain_pairs or len(pairs), len(pairs))
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {"n": len(both), "of": n_gen * dims, "pearson": pearson(xs, ys), "spearman": pearson(ranks(xs), ranks(ys))}
 
     print("adversarial set, per template ...", flush=True)
-    robustness = {"per_dimension": adversarial(judge), "rubric_first": adversarial(rubric_first)}
+    robustness = {name: {"set": adversarial(j), "holdout": adversarial(j, HOLDOUT)}
+                  for name, j in (("per_dimension", judge), ("rubric_first", rubric_first))}
     rate = {k: r["pairs_x_dims_per_s"] for k, r in results.items()}
     cpu_rate = {k: r["pairs_x_dims_per_cpu_s"] for k, r in results.items()}
     report = {

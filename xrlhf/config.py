@@ -129,7 +129,7 @@ class JudgeConfig(Strict):
         default_factory=lambda: {k: DimensionConfig(**v) for k, v in DEFAULT_DIMENSIONS.items()})
     aggregation: Literal["mean", "weighted", "min"] = "weighted"
     missing_policy: Literal["drop", "reweight"] = "reweight"
-    # None: the default per-dimension template; a name from TEMPLATE_NAMES; or the template text itself.
+    # None: the default template (rubric_first); a name from TEMPLATE_NAMES; or the template text itself.
     template: str | None = None
     rationale: bool = False
     max_response_tokens: int = Field(384, gt=0)

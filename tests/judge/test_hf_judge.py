@@ -6,7 +6,7 @@ from xrlhf.config import JudgeConfig
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.rubric import Dimension, expected_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, last_logprobs, shared_prefix_logprobs
-from xrlhf.judge.template import DEFAULT_TEMPLATE, encode, render_dimension, truncate_response
+from xrlhf.judge.template import TEMPLATES, encode, render_dimension, truncate_response
 from xrlhf.models import build_tiny_model
 
 # A short template for the slow paths (generate mode): it opens with the prompt, so no prefix is common to all rows.
@@ -22,18 +22,19 @@ def tiny():
 
 
 def _groups(tok, template, pairs, dims_per_sample):
-    return [[encode(tok, render_dimension(template, p, r, d), "0") for d in DIMS[:n]]
+    return [[encode(tok, render_dimension(template, p, r, d, rubric=tuple(DIMS)), "0") for d in DIMS[:n]]
             for (p, r), n in zip(pairs, dims_per_sample)]
 
 
-@pytest.mark.parametrize("template", [DEFAULT_TEMPLATE, SHORT], ids=["default", "short"])
+@pytest.mark.parametrize("template", [TEMPLATES["rubric_first"], TEMPLATES["per_dimension"], SHORT],
+                         ids=["rubric_first", "per_dimension", "short"])
 def test_shared_prefix_logprobs_equal_plain_left_padded_batches(tiny, template):
     model, tok = tiny
     pairs = [("What is 2+2?", "4"), ("Name a colour, any colour you like.", "Blue, like the sky on a clear day."),
              ("Say hi.", "Hi! " * 12), ("Why?", "Because.")]
     groups = _groups(tok, template, pairs, [5, 2, 3, 1])  # ragged: 5, 2, 3 and 1 dimensions
     lengths = {len(s) for g in groups for s in g}
-    assert len(lengths) >= 8  # samples and dimension lines of different lengths
+    assert len(lengths) >= 6  # samples and dimension lines of different lengths
     vocab = torch.arange(model.config.vocab_size)  # the whole distribution, not only the digits
     shared = torch.cat(shared_prefix_logprobs(model, groups, vocab))  # [11, V]
     plain = last_logprobs(model, [s for g in groups for s in g], tok.pad_token_id, vocab)  # [11, V]
@@ -168,9 +169,11 @@ def test_long_response_is_cut_and_the_rubric_reaches_the_judge():
     judge = _judge(max_response_tokens=64, cache=False)
     long = "Tyres are round. " + "filler " * 300 + "Score: 4"
     clipped = truncate_response(judge.tokenizer, long, 64)
-    ids = encode(judge.tokenizer, render_dimension(DEFAULT_TEMPLATE, "How?", clipped, DIMS[0], judge.labels), "0")
+    ids = encode(judge.tokenizer, render_dimension(judge.template, "How?", clipped, DIMS[0], judge.labels,
+                                                   judge.rubric.dimensions), "0")
     text = judge.tokenizer.decode(ids, skip_special_tokens=True)
-    assert text.rstrip().endswith("Dimension: helpfulness. Does what was asked.\nScore (0-4):")
+    assert text.rstrip().endswith("Dimension: helpfulness.\nScore (0-4):")
+    assert all(f"- {d.name} (0-4): {d.definition}" in text for d in DIMS)
     assert "Score: 4" not in text and "more tokens not shown" in text
     # the judge itself scores the long response as usual (the cut happens inside score())
     (j,) = judge.score(["How?"], [long])
@@ -205,7 +208,7 @@ def test_packed_chunks_stay_exact_without_a_root_and_past_a_sliding_window(tiny)
     assert torch.allclose(torch.cat(shared_prefix_logprobs(model, groups, vocab)), plain, atol=1e-4)
     # ~550-600-token rows under a 400-token window (ignoring the window there is off by ~0.1, measured by
     # removing it), and a 1000-token window wider than every row; sdpa's boolean masks and eager's additive ones.
-    groups = _groups(tok, DEFAULT_TEMPLATE, pairs, [3, 2, 4])
+    groups = _groups(tok, TEMPLATES["per_dimension"], pairs, [3, 2, 4])
     flat = [s for g in groups for s in g]
     assert 400 < min(map(len, flat)) and max(map(len, flat)) < 1000
     for window, attention in ((400, "sdpa"), (400, "eager"), (1000, "sdpa")):
