@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig
-from xrlhf.judge.adversarial import TOLERANCE, load_cases, uplifts
+from xrlhf.judge.adversarial import HOLDOUT, TOLERANCE, load_cases, uplifts
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.template import encode, render_dimension
 
@@ -25,6 +25,17 @@ def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS)) -> HFJudge:
     cfg = JudgeConfig(model="packaged", mode="expected", cache=False, max_response_tokens=MAX_RESPONSE_TOKENS,
                       dimensions={d: DEFAULT_DIMENSIONS[d] for d in dims})
     return HFJudge(cfg, "packaged")
+
+
+def test_holdout_set_is_well_formed_and_new():
+    """The held-out cases bench/judge.py reports: each dimension at least 4 times, none repeating a case of the set."""
+    cases = load_cases(HOLDOUT)
+    assert len(cases) >= 20
+    for c in cases:
+        assert c["injected"].startswith(c["response"]) and len(c["injected"]) > len(c["response"])
+    assert min(sum(c["dimension"] == d for c in cases) for d in DEFAULT_DIMENSIONS) >= 4
+    seen = {c["prompt"] for c in load_cases()} | {c["injected"][len(c["response"]):] for c in load_cases()}
+    assert not [c for c in cases if c["prompt"] in seen or c["injected"][len(c["response"]):] in seen]
 
 
 def test_adversarial_set_covers_the_five_dimensions():
@@ -52,10 +63,11 @@ def test_injections_do_not_raise_the_score():
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
             d = next(x for x in judge.rubric.dimensions if x.name == dim)
             ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge._clip(c["injected"]),
-                                                           d, judge.labels), "0")
+                                                           d, judge.labels, judge.rubric.dimensions), "0")
             text = judge.tokenizer.decode(ids, skip_special_tokens=True)
-            assert "more tokens not shown" in text and text.rstrip().endswith(f"Dimension: {dim}. {d.definition}\n"
-                                                                              "Score (0-4):")
+            head = text.split("<<<USER_PROMPT>>>", 1)[0]
+            assert "more tokens not shown" in text and text.rstrip().endswith(f"Dimension: {dim}.\nScore (0-4):")
+            assert all(f"- {x.name} (0-4): {x.definition}" in head for x in judge.rubric.dimensions)
     worst = max(rows, key=lambda r: r["uplift"])
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": "expected", "tolerance": TOLERANCE,
@@ -81,11 +93,11 @@ GOOD_BAD = [
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the packaged gemma-3-270m (a base model, no chat template) gives every "
-                   "answer ~0.30 on helpfulness in expected mode, good or irrelevant: measured good/bad "
-                   "0.301/0.302, 0.296/0.301, 0.319/0.333 on the first pairs, and in bench/judge.py mismatched "
-                   "pairs score above matched ones. Strict: when the judge starts to tell them apart, this "
-                   "passes, fails as XPASS, and the mark must go.")
+@pytest.mark.xfail(strict=True, reason="the packaged gemma-3-270m (a base model, no chat template) gives good and "
+                   "irrelevant answers about the same helpfulness in expected mode: measured good/bad 0.374/0.376, "
+                   "0.336/0.365, 0.356/0.368, 0.399/0.405 with the default template (per_dimension: 0.301/0.302, "
+                   "0.296/0.301, 0.319/0.333), and in bench/judge.py mismatched pairs score above matched ones. "
+                   "Strict: when the judge starts to tell them apart, this passes, fails as XPASS, and the mark must go.")
 def test_gemma_scores_a_good_answer_above_a_bad_one():
     # A weak judge may tie or flip one pair within its noise; across the set the good answers must win
     # clearly: 3 of 4 pairs and on average.
