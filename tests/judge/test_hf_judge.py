@@ -232,3 +232,27 @@ def _count_calls(model) -> list[int]:
     calls: list[int] = []
     model.get_decoder().register_forward_hook(lambda *_: calls.append(1))
     return calls
+
+
+def test_attention_without_dense_masks_gets_plain_batches(tiny):
+    """A kernel that takes no dense mask (flash-attention, flex on GPU) gets each chunk as one plain left-padded
+    batch instead of the packed row; here a registered kernel name that forwards to sdpa stands in for one."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    # the kernel and the masks transformers builds for it (with the sliding window) are sdpa's
+    AttentionInterface.register("xrlhf_test_no_dense_mask", sdpa_attention_forward)
+    AttentionMaskInterface.register("xrlhf_test_no_dense_mask", sdpa_mask)
+    _, tok = tiny
+    pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky on a clear day."), ("Why?", "Because.")]
+    groups = _groups(tok, TEMPLATES["per_dimension"], pairs, [3, 2, 4])
+    flat = [s for g in groups for s in g]
+    vocab = torch.arange(len(tok))
+    gemma = _tiny_gemma(tok, 400)
+    alone = torch.cat([last_logprobs(gemma, [s], tok.pad_token_id, vocab) for s in flat])
+    gemma.config._attn_implementation = "xrlhf_test_no_dense_mask"
+    calls = _count_calls(gemma)
+    shared = torch.cat(shared_prefix_logprobs(gemma, groups, vocab, max_rows=4))
+    assert torch.allclose(shared, alone, atol=1e-4), (shared - alone).abs().max()
+    assert len(calls) == 3  # no root pass; one plain batch per chunk (at most 4 rows: 3, 2 and 4 rows alone)

@@ -97,6 +97,17 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
     """
     if not groups:
         return []
+    pad_id = model.config.pad_token_id or 0
+    own = [common_prefix_length(g) for g in groups]  # each group's shared prefix (a sample's prompt + response)
+    # Groups sorted by the length of their packed row, so a chunk's right padding is small; results come back in order.
+    order = sorted(range(len(groups)), key=lambda i: own[i] + sum(len(s) - own[i] for s in groups[i]))
+    chunks = _chunks([(groups[i], own[i]) for i in order], max_rows)
+    done: list[torch.Tensor] = []
+    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        for chunk in chunks:
+            flat = last_logprobs(model, [s for g, _ in chunk for s in g], pad_id, token_ids)
+            done += flat.split([len(g) for g, _ in chunk])
+        return _in_order(order, done)
     root_len = common_prefix_length([s for g in groups for s in g])
     root_ids = groups[0][0][:root_len]
     if head is not None and head.fits(root_ids, root_len):
@@ -105,19 +116,14 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
             root = _extend(model, copy.deepcopy(root), root_ids[len(head.ids):], len(head.ids))
     else:
         root = _extend(model, None, root_ids, 0) if root_len else None
-    own = [common_prefix_length(g) for g in groups]  # each group's shared prefix (a sample's prompt + response)
-    # Groups sorted by the length of their packed row, so a chunk's right padding is small; results come back in order.
-    order = sorted(range(len(groups)), key=lambda i: own[i] + sum(len(s) - own[i] for s in groups[i]))
-    dense = getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
-    pad_id = model.config.pad_token_id or 0
-    done: list[torch.Tensor] = []
-    for chunk in _chunks([(groups[i], own[i]) for i in order], max_rows):
-        if dense:
-            done += _packed_on_root(model, root, root_len, chunk, token_ids)
-        else:
-            flat = last_logprobs(model, [s for g, _ in chunk for s in g], pad_id, token_ids)
-            done += list(flat.split([len(g) for g, _ in chunk]))
-    out: list[torch.Tensor] = [torch.empty(0)] * len(groups)
+    for chunk in chunks:
+        done += _packed_on_root(model, root, root_len, chunk, token_ids)
+    return _in_order(order, done)
+
+
+def _in_order(order: list[int], done: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Results computed in `order` (a permutation of the groups), put back in the groups' own order."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(order)
     for i, lp in zip(order, done):
         out[i] = lp
     return out
