@@ -218,6 +218,23 @@ def _add(result: dict[str, Any], pairs: int, seconds: tuple[float, float]) -> No
     result["loadavg_1min"].append(round(os.getloadavg()[0], 2))
 
 
+def chunk_sizes(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The default judge (HFJudge.score, cache off) on all pairs in one call, once per judge.batch_size."""
+    rows = []
+    for size in [int(x) for x in args.chunk_sizes.split(",")]:
+        judge = HFJudge(JudgeConfig(model="packaged", mode="expected", cache=False, batch_size=size), "packaged")
+        pairs = make_pairs(judge, args.pairs)
+        run_shared(judge, pairs[:1])  # warm-up
+        _, (wall, cpu) = timed(run_shared, judge, pairs)
+        rows.append({"batch_size": size, "pairs": len(pairs), "seconds": wall, "cpu_seconds": cpu,
+                     "loadavg_1min": round(os.getloadavg()[0], 2)})
+        print(f"judge.batch_size {size:3d}: {len(pairs)} pairs in {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+    report = {"command": command, "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "template": "default", "rows": rows}
+    Path(args.out or RESULTS / "judge_chunks.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=64, help="pairs judged in expected mode (default 64)")
@@ -229,11 +246,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--round", type=int, default=2, help="pairs per turn of each method (they alternate)")
     ap.add_argument("--retries", type=int, default=2, help="generate mode: sampled retries of an unparseable answer")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    ap.add_argument("--out", default=str(RESULTS / "judge.json"))
+    ap.add_argument("--chunk-sizes", default=None,
+                    help="only time the default judge on all pairs at each of these judge.batch_size values, "
+                         "e.g. 8,16,32,80 (writes bench/results/judge_chunks.json unless --out)")
+    ap.add_argument("--out", default=None, help="default bench/results/judge.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    command = "python bench/judge.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.chunk_sizes:
+        return chunk_sizes(args, command)
 
     # The study's format (per_dimension) for generate mode, the plain batches and expected_shared; the
     # default template (rubric_first) for expected_rubric_first.
@@ -304,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rate = {k: r["pairs_x_dims_per_s"] for k, r in results.items()}
     cpu_rate = {k: r["pairs_x_dims_per_cpu_s"] for k, r in results.items()}
     report = {
-        "command": "python bench/judge.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "model": "packaged gemma-3-270m, float32, CPU",
@@ -335,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 "mismatched": _mean([sum(r) / dims for r, p in zip(shared, pairs) if p.get("mismatched")])},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out or RESULTS / "judge.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("ratio_expected_shared_vs_generate", "ratio_expected_rubric_first_vs_generate",
                                              "ratio_expected_plain_vs_generate", "adversarial",
                                              "ratio_prefix_sharing", "cpu_ratio_expected_shared_vs_generate",

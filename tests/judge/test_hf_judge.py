@@ -206,6 +206,11 @@ def test_packed_chunks_stay_exact_without_a_root_and_past_a_sliding_window(tiny)
     vocab = torch.arange(model.config.vocab_size)
     plain = last_logprobs(model, flat, tok.pad_token_id, vocab)
     assert torch.allclose(torch.cat(shared_prefix_logprobs(model, groups, vocab)), plain, atol=1e-4)
+    # a group whose sequences share no token either: its row is endings only, then padding, beside a longer row
+    odd = [[tok.bos_token_id + 2, 7, 8], [tok.bos_token_id + 3, 7, 8, 9]]  # a short row: padding follows it
+    assert common_prefix_length(odd) == 0
+    both = torch.cat(shared_prefix_logprobs(model, [odd, groups[2]], vocab))
+    assert torch.allclose(both, last_logprobs(model, odd + groups[2], tok.pad_token_id, vocab), atol=1e-4)
     # ~550-600-token rows under a 400-token window (ignoring the window there is off by ~0.1, measured by
     # removing it), and a 1000-token window wider than every row; sdpa's boolean masks and eager's additive ones.
     groups = _groups(tok, TEMPLATES["per_dimension"], pairs, [3, 2, 4])

@@ -67,8 +67,9 @@ class PrefixCache:
         self.ids = list(ids)
         self._cache: Any = None
 
-    def fits(self, seq: list[int], limit: int) -> bool:
-        return 0 < len(self.ids) <= limit and seq[:len(self.ids)] == self.ids
+    def fits(self, seq: list[int]) -> bool:
+        """Whether seq starts with these ids (and they are not empty)."""
+        return 0 < len(self.ids) <= len(seq) and seq[:len(self.ids)] == self.ids
 
     def get(self, model: Any) -> Any:
         """The cache itself (batch 1): callers copy it before they extend it."""
@@ -110,7 +111,7 @@ def shared_prefix_logprobs(model: Any, groups: list[list[list[int]]], token_ids:
         return _in_order(order, done)
     root_len = common_prefix_length([s for g in groups for s in g])
     root_ids = groups[0][0][:root_len]
-    if head is not None and head.fits(root_ids, root_len):
+    if head is not None and head.fits(root_ids):
         root = head.get(model)  # never extended in place: _packed_on_root works on a copy
         if root_len > len(head.ids):
             root = _extend(model, copy.deepcopy(root), root_ids[len(head.ids):], len(head.ids))
@@ -147,12 +148,9 @@ def _packed_on_root(model: Any, root: Any, root_len: int, parts: list[Part],
         ids.append(row)
         pos.append(p)
         seg.append(sg)
-    tokens, _ = pad(ids, model.config.pad_token_id or 0, "right")  # [G, Q]
-    positions = torch.zeros_like(tokens)
-    segments = torch.full_like(tokens, -1)
-    for r, (p, sg) in enumerate(zip(pos, seg)):
-        positions[r, :len(p)] = torch.tensor(p, dtype=torch.long)
-        segments[r, :len(sg)] = torch.tensor(sg, dtype=torch.long)
+    tokens = pad(ids, model.config.pad_token_id or 0, "right")[0]  # [G, Q]
+    positions = pad(pos, 0, "right")[0]
+    segments = pad(seg, -1, "right")[0]  # -1: padding
     cache = copy.deepcopy(root)
     if cache is not None:
         cache.batch_select_indices(torch.zeros(len(parts), dtype=torch.long, device=device))  # [1] -> [G]
@@ -176,7 +174,7 @@ def _packed_masks(model: Any, cache: Any, root_len: int, positions: torch.Tensor
     slots = torch.arange(width)
     key_seg = segments[:, None, :]  # [G, 1, Q]
     sees = (slots[:, None] >= slots[None, :]) & (key_seg >= 0) & ((key_seg == 0) | (key_seg == segments[:, :, None]))
-    sees |= torch.eye(width, dtype=torch.bool)  # padding slots see themselves: no row of the mask is empty
+    sees |= torch.eye(width, dtype=torch.bool)  # padding slots see themselves: no mask row is empty, on any kernel
     window = getattr(cfg, "sliding_window", None)
     types = list(getattr(cfg, "layer_types", None) or [])
     if not types:
@@ -194,7 +192,8 @@ def _packed_masks(model: Any, cache: Any, root_len: int, positions: torch.Tensor
         mask = mask[:, None].to(model.device)
         if cfg._attn_implementation == "sdpa":
             return mask
-        return torch.zeros(mask.shape, dtype=model.dtype, device=model.device).masked_fill(~mask, torch.finfo(model.dtype).min)
+        additive = torch.zeros(mask.shape, dtype=model.dtype, device=model.device)  # eager adds its mask
+        return additive.masked_fill(~mask, torch.finfo(model.dtype).min)
 
     if len(set(types)) == 1:
         return build(types[0])
