@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -88,6 +89,31 @@ def test_cli_fails_fast_before_any_model_loads(override, named, last, tmp_path):
     assert out.returncode == 2
     assert named in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("overrides, named, limit", [
+    (["rollout.max_new_tokens=100000000"], "rollout.max_new_tokens = 100000000", "32768"),
+    (["eval.max_new_tokens=32700"], "eval.max_new_tokens = 32700", "32768"),
+    (["data.max_prompt_tokens=40000"], "data.max_prompt_tokens = 40000", "32768"),
+    (["model.name=tiny", "rollout.max_new_tokens=500"], "rollout.max_new_tokens = 500", "512")])
+def test_generation_beyond_the_model_context_is_a_config_error(overrides, named, limit, tmp_path):
+    """Prompt + response tokens past the policy's context: a one-line error naming the key and the limit,
+    before Ray or any model starts (the packaged model's limit is known without converting it)."""
+    env = {**os.environ, "XRLHF_CACHE": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-m", "xrlhf.cli", "train", QUICK, *overrides, "--run-dir", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert "\n" not in line and named in line and limit in line and "Traceback" not in line
+    assert not (tmp_path / "r").exists() and not (tmp_path / "empty-cache").exists()
+
+
+def test_generation_within_the_context_passes_the_check():
+    from xrlhf.config import check_context
+
+    check_context(load_config(QUICK, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=256"]))
+    with pytest.raises(ConfigError, match="at most 256"):
+        check_context(load_config(QUICK, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=257"]))
 
 
 def test_cli_rejects_stray_arguments_that_are_not_overrides():

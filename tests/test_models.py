@@ -80,17 +80,98 @@ def test_packaged_gemma_loads_from_cache_and_writes_text():
     assert len(text.strip()) > 0
 
 
+LOAD = ("import logging, sys; logging.basicConfig(level='INFO', format='%(message)s'); "
+        "from xrlhf.models import load_causal_lm; m, t = load_causal_lm('packaged'); "
+        "print('LOADED', sum(p.numel() for p in m.parameters()), flush=True)")
+
+
+def _loaders(n: int, cache, tmp_path, tag: str) -> list[tuple[subprocess.Popen, object]]:
+    """n processes that load the packaged model from `cache` at once; each one's output in its own file."""
+    env = {**os.environ, "XRLHF_CACHE": str(cache)}
+    out = []
+    for i in range(n):
+        log = tmp_path / f"{tag}-{i}.log"
+        proc = subprocess.Popen([sys.executable, "-u", "-c", LOAD], env=env, stdout=log.open("w"),
+                                stderr=subprocess.STDOUT)
+        out.append((proc, log))
+    return out
+
+
+def _finish(procs, timeout_s: float = 900) -> list[str]:
+    deadline = time.time() + timeout_s
+    for proc, _ in procs:
+        proc.wait(timeout=max(1, deadline - time.time()))
+    return [log.read_text() for _, log in procs]
+
+
 @pytest.mark.slow
-def test_killed_conversion_leaves_no_half_cache(tmp_path):
-    """SIGKILL the conversion midway: the cache folder is absent or complete, and the next call converts."""
-    code = "from xrlhf.models import packaged_model_dir; packaged_model_dir()"
-    env = {**os.environ, "XRLHF_CACHE": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".gemma-convert-*/*")):
-        time.sleep(0.2)
-    time.sleep(3)
-    proc.kill()
-    proc.wait()
-    target = tmp_path / "gemma-3-270m"
-    assert not target.exists() or (target / ".complete").exists()
+def test_cold_cache_concurrent_loads_convert_once(tmp_path):
+    """Three processes load the packaged model at once from an empty cache: one converts, the others wait
+    for it; all three load the same model and no temp folder is left."""
+    cache = tmp_path / "cache"
+    procs = _loaders(3, cache, tmp_path, "load")
+    try:
+        outs = _finish(procs)
+    finally:
+        for proc, _ in procs:
+            proc.kill()
+    assert [p.returncode for p, _ in procs] == [0, 0, 0], outs
+    loaded = {line for out in outs for line in out.splitlines() if line.startswith("LOADED")}
+    assert len(loaded) == 1, loaded  # the same parameter count everywhere
+    assert sum("preparing the packaged gemma-3-270m" in out for out in outs) == 1, outs
+    assert sum("converted in" in out for out in outs) == 1
+    assert sum("waiting for another process" in out for out in outs) >= 1  # a real wait, not a race won by luck
+    assert not list(cache.glob(".gemma-convert-*"))
+    assert (cache / "gemma-3-270m" / ".complete").is_file()
+
+
+@pytest.mark.slow
+def test_killed_converter_others_still_succeed(tmp_path):
+    """SIGKILL the process that is converting: the waiting ones take over (one converts again, after removing
+    the dead one's temp folder), both load, and a later load uses the cache without converting."""
+    cache = tmp_path / "cache"
+    procs = _loaders(3, cache, tmp_path, "load")
+    try:
+        deadline = time.time() + 300
+        converter = None
+        while converter is None and time.time() < deadline:
+            converting = [(p, log) for p, log in procs if "preparing the packaged" in log.read_text()]
+            if converting and list(cache.glob(".gemma-convert-*/*")):
+                converter = converting[0]
+            time.sleep(0.2)
+        assert converter is not None, [log.read_text() for _, log in procs]
+        time.sleep(3)  # well into the conversion
+        converter[0].kill()
+        rest = [pl for pl in procs if pl is not converter]
+        outs = _finish(rest)
+    finally:
+        for proc, _ in procs:
+            proc.kill()
+    assert [p.returncode for p, _ in rest] == [0, 0], outs
+    assert all("LOADED" in out for out in outs)
+    assert sum("converted in" in out for out in outs) == 1
+    assert sum("left by a conversion that was stopped" in out for out in outs) == 1
+    assert not list(cache.glob(".gemma-convert-*"))
+    later = _loaders(1, cache, tmp_path, "later")
+    [out] = _finish(later, timeout_s=300)
+    assert later[0][0].returncode == 0 and "LOADED" in out and "preparing" not in out, out
+
+
+def test_context_length_of_tiny_and_local_models(tmp_path):
+    from xrlhf.models import TINY_CONTEXT, context_length
+
+    model, tok = build_tiny_model()
+    assert context_length("tiny") == TINY_CONTEXT == model.config.max_position_embeddings
+    model.save_pretrained(tmp_path / "m")
+    assert context_length(str(tmp_path / "m")) == TINY_CONTEXT
+    assert context_length("nobody-has/this-model-anywhere") is None  # not looked up on a hub
+
+
+@pytest.mark.slow
+def test_packaged_context_matches_the_converted_model():
+    from transformers import AutoConfig
+
+    from xrlhf.models import PACKAGED_CONTEXT, context_length
+
+    config = AutoConfig.from_pretrained(packaged_model_dir())
+    assert context_length("packaged") == PACKAGED_CONTEXT == config.max_position_embeddings

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from xrlhf.config import ConfigError, load_config
+from xrlhf.config import ConfigError, check_context, load_config
 
 OVERRIDES_HELP = "dotted overrides, e.g. algorithm.kl_coef=0.05 judge.dimensions.verbosity.weight=0"
 
@@ -109,6 +109,7 @@ def _message(exc: BaseException) -> str:
 
 def _load(args: argparse.Namespace):
     cfg = load_config(args.config, args.overrides)
+    check_context(cfg)
     if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):
         # Read once, when ray is imported (not yet, here): a single-machine Ray then binds to 127.0.0.1 only.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

