@@ -10,14 +10,18 @@ import torch
 
 from xrlhf.config import ActorResources, Config, ConfigError
 from xrlhf.data import DataError
+from xrlhf.logs import process_log, quiet_libraries
 from xrlhf.models import ModelError
 
 
-def setup_process(cfg: Config, res: ActorResources) -> None:
-    """Threads and logging for one actor: torch uses the CPUs Ray gave it (at least one)."""
+def setup_process(cfg: Config, res: ActorResources, role: str) -> None:
+    """Threads and logging for one actor: torch uses the CPUs Ray gave it (at least one); library warnings go
+    to the run's logs/ROLE-PID.log, not to the driver's terminal."""
     threads = res.torch_threads or max(1, int(res.num_cpus) or 1)
     torch.set_num_threads(threads)
     logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if cfg.logging.library_logs:
+        quiet_libraries(process_log(cfg.logging.library_logs, role), cfg.logging.level)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

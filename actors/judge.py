@@ -17,7 +17,7 @@ class JudgeActor:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
-        setup_process(self.cfg, self.cfg.resources.judge)
+        setup_process(self.cfg, self.cfg.resources.judge, "judge")
         with keep_user_error(self):
             self.judge = build_judge(self.cfg.judge, self.cfg.model.name, self.cfg.model.cache_dir)
 

@@ -19,7 +19,7 @@ class LearnerActor:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
-        setup_process(self.cfg, self.cfg.resources.learner)
+        setup_process(self.cfg, self.cfg.resources.learner, "learner")
         with keep_user_error(self):
             self.learner = make_learner(self.cfg)
 

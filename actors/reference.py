@@ -19,7 +19,7 @@ class ReferenceActor:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
-        setup_process(self.cfg, self.cfg.resources.reference)
+        setup_process(self.cfg, self.cfg.resources.reference, "reference")
         with keep_user_error(self):
             self.model, _ = load_policy(self.cfg.model, trainable=False)
             self.device = next(self.model.parameters()).device

@@ -19,7 +19,7 @@ class RolloutActor:
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = Config.model_validate(cfg)
-        setup_process(self.cfg, self.cfg.resources.rollout)
+        setup_process(self.cfg, self.cfg.resources.rollout, "rollout")
         self.vllm = self.cfg.rollout.backend == "vllm"
         with keep_user_error(self):
             if self.vllm:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from xrlhf.config import ConfigError, check_context, load_config
+from xrlhf.logs import process_log, quiet_libraries
 
 OVERRIDES_HELP = "dotted overrides, e.g. algorithm.kl_coef=0.05 judge.dimensions.verbosity.weight=0"
 
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    log_dir = _log_dir(args)
+    if log_dir is not None:
+        quiet_libraries(process_log(log_dir, args.command), args.log_level)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
@@ -86,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:  # evaluated only when an error arrives: no Ray import on the happy path
         print(f"xrlhf {args.command}: {_message(exc)}", file=sys.stderr)
         return 1
+
+
+def _log_dir(args: argparse.Namespace) -> Path | None:
+    """Where this command's library warnings go: OUTPUT_DIR/logs of a valid config (else they stay on stderr)."""
+    try:
+        return Path(load_config(args.config, args.overrides).output_dir) / "logs" if hasattr(args, "config") else None
+    except ConfigError:
+        return None  # the command reports it
 
 
 class UserFacingError(RuntimeError):

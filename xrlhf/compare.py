@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from xrlhf.config import Config, with_overrides
+from xrlhf.logs import eta
 from xrlhf.rundir import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -34,24 +35,29 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
             "judge_backend": cfg.judge.backend, "steps": cfg.steps}
     atomic_write_text(out / "compare.json", json.dumps(meta, indent=2))
     timings = {}
-    for seed in cfg.compare.seeds:
-        for algorithm in cfg.compare.algorithms:
-            name = f"{algorithm}-seed{seed}"
-            run = RunDir(out / name)
-            ckpt = run.latest_checkpoint()
-            if ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["next_step"] >= cfg.steps:
-                log.info("compare: %s already finished, kept", name)
-                continue
-            run_cfg = with_overrides(cfg, seed=seed, run_name=name,
-                                     algorithm={**cfg.algorithm.model_dump(), "name": algorithm})
-            t0 = time.perf_counter()
-            controller = Controller(run_cfg, run.path, resume=True)
-            try:
-                controller.train()
-            finally:
-                shutdown_graph(controller)
-            timings[name] = time.perf_counter() - t0
-            log.info("compare: %s trained in %.0fs", name, timings[name])
+    order = [(seed, algorithm) for seed in cfg.compare.seeds for algorithm in cfg.compare.algorithms]
+    for n, (seed, algorithm) in enumerate(order, 1):
+        name = f"{algorithm}-seed{seed}"
+        run = RunDir(out / name)
+        ckpt = run.latest_checkpoint()
+        if ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["next_step"] >= cfg.steps:
+            log.info("compare: run %d/%d %s already finished, kept", n, len(order), name)
+            continue
+        log.info("compare: run %d/%d %s (%d steps; library warnings in %s)", n, len(order), name, cfg.steps,
+                 run.path / "logs")
+        run_cfg = with_overrides(cfg, seed=seed, run_name=name,
+                                 algorithm={**cfg.algorithm.model_dump(), "name": algorithm})
+        t0 = time.perf_counter()
+        controller = Controller(run_cfg, run.path, resume=True)
+        try:
+            controller.train()
+        finally:
+            shutdown_graph(controller)
+        timings[name] = time.perf_counter() - t0
+        done = list(timings.values())
+        log.info("compare: %s trained in %.0fs; %d run(s) to go, ETA %s before evaluation", name, timings[name],
+                 len(order) - n, eta(len(done), len(done) + len(order) - n, sum(done)))
+    log.info("compare: evaluating the base model and %d trained run(s) on held-out prompts", len(order))
     t0 = time.perf_counter()
     checkpoints = {name: str(RunDir(out / name).latest_checkpoint() / "adapter")
                    for runs in names.values() for name in runs}

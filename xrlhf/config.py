@@ -224,6 +224,9 @@ class LoggingConfig(Strict):
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "xrlhf"
     level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    # Folder for library warnings and progress bars (one file per process); None: RUN_DIR/logs, set by the
+    # controller. At level DEBUG they stay on the terminal.
+    library_logs: str | None = None
 
 
 class CheckpointConfig(Strict):

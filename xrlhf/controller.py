@@ -22,6 +22,7 @@ from xrlhf.config import Config, ResourcesConfig, check_context
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
 from xrlhf.generation import merge_experiences
+from xrlhf.logs import eta
 from xrlhf.models import check_model_source, prepare_packaged
 from xrlhf.rundir import RunDir
 
@@ -174,6 +175,8 @@ class Controller:
         start = 0
         if self.resume and self.run.latest_checkpoint() is None and self.run.read_metrics():
             log.warning("no checkpoint in %s: starting again from step 0", self.run.path)
+        if not cfg.logging.library_logs:
+            cfg.logging.library_logs = str((self.run.path / "logs").resolve())
         self.run.create(cfg)
         self.graph = build_graph(cfg)
         ckpt = self.run.latest_checkpoint() if self.resume else None
@@ -186,6 +189,7 @@ class Controller:
         self._sync_weights()
         self.wandb = _wandb_run(cfg, self.run.path)
         self.judge_last_success = time.monotonic()
+        self.t_steps, self.steps_done = 0.0, 0
         for step in range(start, cfg.steps):
             row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step,
                                                                    cfg.seed, cfg.data.shuffle))
@@ -272,10 +276,11 @@ class Controller:
         row = self._metrics_row(step, exp, judgements, advantages, metrics, times, judge_stats)
         self.run.append(self.run.metrics, [row])
         self.run.append(self.run.samples, self._sample_rows(step, exp, judgements, advantages))
-        log.info("step %d/%d reward %.3f±%.3f kl %.4f len %.1f %s %.1fs", step + 1, self.cfg.steps,
-                 row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
-                 row["response_length/mean"], f"missing {row['judge/missing']}" if row["judge/missing"] else "",
-                 times["time/step"])
+        self.t_steps, self.steps_done = self.t_steps + times["time/step"], self.steps_done + 1
+        log.info("%s step %d/%d reward %.3f±%.3f kl %.4f len %.1f %s%.1fs, ETA %s", self.cfg.run_name, step + 1,
+                 self.cfg.steps, row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
+                 row["response_length/mean"], f"missing {row['judge/missing']} " if row["judge/missing"] else "",
+                 times["time/step"], eta(self.steps_done, self.steps_done + self.cfg.steps - step - 1, self.t_steps))
         if give_up:
             # This step's row (its failures counted) is written; the checkpoint resumes after it.
             self._checkpoint(step + 1)
