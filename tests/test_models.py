@@ -135,7 +135,7 @@ def test_killed_converter_others_still_succeed(tmp_path):
         deadline = time.time() + 300
         converter = None
         while converter is None and time.time() < deadline:
-            converting = [(p, log) for p, log in procs if "preparing the packaged" in log.read_text()]
+            converting = [pl for pl in procs if "preparing the packaged" in pl[1].read_text()]
             if converting and list(cache.glob(".gemma-convert-*/*")):
                 converter = converting[0]
             time.sleep(0.2)
