@@ -67,7 +67,9 @@ def start_local_ray(**init_kwargs: Any) -> None:
     if (env_before or "").lower() not in ("1", "true"):
         os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
     try:
-        ray.init(**init_kwargs)
+        # address="local": a new Ray of this process's own, even when `ray start` left a cluster on this machine
+        # (plain ray.init() would join that one, with its own resources and environment).
+        ray.init(address="local", **init_kwargs)
     finally:
         if env_before is None:
             os.environ.pop(name, None)
