@@ -1,0 +1,58 @@
+"""generation.sample: behaviour log-probs exact against a second forward pass; the inverse-CDF draw follows the
+distribution and its truncations."""
+import pytest
+import torch
+
+from xrlhf.experience import gather_logprobs
+from xrlhf.generation import draw, sample
+from xrlhf.models import build_tiny_model
+
+PROMPTS = ["Say something.", "Name a fruit.", "Count: 1 2 3"]
+
+
+def test_draw_follows_the_distribution():
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.1, 0.2, 0.0, 0.7]]).repeat(40000, 1)
+    tokens = draw(probs.log()).squeeze(-1)
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert torch.allclose(freq, probs[0], atol=0.01), freq
+    assert freq[2] == 0  # a zero-probability token is never drawn
+
+
+def test_draw_truncates_to_top_k_and_top_p():
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.05, 0.15, 0.3, 0.5]]).repeat(20000, 1)
+    k2 = torch.bincount(draw(probs.log(), top_k=2).squeeze(-1), minlength=4).float() / 20000
+    assert k2[:2].sum() == 0 and abs(k2[3] - 0.5 / 0.8) < 0.015
+    # nucleus 0.6: 0.5 alone is below it, so 0.5 and 0.3 are kept, renormalised
+    p6 = torch.bincount(draw(probs.log(), top_p=0.6).squeeze(-1), minlength=4).float() / 20000
+    assert p6[:2].sum() == 0 and abs(p6[3] - 0.5 / 0.8) < 0.015
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_behaviour_logprobs_equal_a_forward_pass(temperature):
+    model, tok = build_tiny_model()
+    exp = sample(model, tok, PROMPTS, 2, 10, temperature=temperature, seed=3)
+    with torch.no_grad():
+        logits = model(input_ids=exp.input_ids, attention_mask=exp.attention_mask).logits.float()
+    R = exp.response_mask.shape[1]
+    P = exp.input_ids.shape[1] - R
+    ref = gather_logprobs(logits[:, P - 1:-1] / temperature, exp.input_ids[:, P:])  # [B, R]
+    m = exp.response_mask.bool()
+    assert m[:, 0].all()  # every response has at least one token
+    assert torch.allclose(exp.behaviour_logprobs[m], ref[m], atol=2e-4), (exp.behaviour_logprobs[m] - ref[m]).abs().max()
+
+
+def test_same_seed_same_samples_and_greedy_is_argmax():
+    model, tok = build_tiny_model()
+    a = sample(model, tok, PROMPTS, 2, 8, seed=5)
+    b = sample(model, tok, PROMPTS, 2, 8, seed=5)
+    assert torch.equal(a.input_ids, b.input_ids) and a.responses == b.responses
+    g = sample(model, tok, PROMPTS, 1, 8, temperature=0.0)
+    with torch.no_grad():
+        logits = model(input_ids=g.input_ids, attention_mask=g.attention_mask).logits
+    R = g.response_mask.shape[1]
+    P = g.input_ids.shape[1] - R
+    chosen = logits[:, P - 1:-1].argmax(-1)
+    m = g.response_mask.bool()
+    assert torch.equal(chosen[m], g.input_ids[:, P:][m])
