@@ -50,7 +50,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from common import force_length
     from xrlhf.experience import gather_logprobs
     from xrlhf.generation import sample
     from xrlhf.models import load_causal_lm
@@ -59,7 +58,6 @@ def main() -> None:
     counter = FlopCounter(model)
     prompts = train_prompts()
     sample(model, tok, prompts[:1], 1, 2, seed=0)  # kernels and first-touch of the weights
-    force_length(model, args.new_tokens)
     rows, runs, probes = [], {}, [matmul_rate(1024)]
     for n_rows in args.rows:
         shape = Shape("gemma", prompts=n_rows // 2, samples=2, new_tokens=args.new_tokens)
@@ -69,16 +67,22 @@ def main() -> None:
                 if side == "before":
                     _, cpu, wall, _ = counter.measure(lambda: before(model, tok, batch, 2, args.new_tokens, rnd))
                 else:
-                    exp, cpu, wall, _ = counter.measure(lambda: sample(model, tok, batch, 2, args.new_tokens,
-                                                                       seed=rnd, max_prompt_tokens=512))
+                    exp, cpu, wall, _ = counter.measure(lambda: sample(
+                        model, tok, batch, 2, args.new_tokens, seed=rnd, max_prompt_tokens=512,
+                        min_new_tokens=args.new_tokens))
                 flops = counter.forward_flops(lora=False)["total"]
                 runs.setdefault((n_rows, side), []).append({"cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9})
-            # the new path's log-probs against a forward pass of what it sampled
-            logits = model(input_ids=exp.input_ids, attention_mask=exp.attention_mask).logits.float()
+            # the new path's log-probs against a forward pass of what it sampled, 4 rows at a time (memory)
             R = exp.response_mask.shape[1]
-            ref = gather_logprobs(logits[:, -R - 1:-1], exp.input_ids[:, -R:])
-            m = exp.response_mask.bool()
-            runs.setdefault((n_rows, "logprob_error"), []).append(float((ref[m] - exp.behaviour_logprobs[m]).abs().max()))
+            err = 0.0
+            with torch.no_grad():
+                for i in range(0, exp.input_ids.shape[0], 4):
+                    logits = model(input_ids=exp.input_ids[i:i + 4], attention_mask=exp.attention_mask[i:i + 4],
+                                   logits_to_keep=R + 1).logits
+                    ref = gather_logprobs(logits[:, :-1], exp.input_ids[i:i + 4, -R:])
+                    m = exp.response_mask[i:i + 4].bool()
+                    err = max(err, float((ref[m] - exp.behaviour_logprobs[i:i + 4][m]).abs().max()))
+            runs.setdefault((n_rows, "logprob_error"), []).append(err)
             probes.append(matmul_rate(1024))
             print(f"  rows {n_rows} round {rnd}: " + ", ".join(f"{s} {runs[(n_rows, s)][-1]['cpu_s']:.2f}s"
                                                                 for s in ("before", "after")))

@@ -29,17 +29,19 @@ def test_draw_truncates_to_top_k_and_top_p():
     assert p6[:2].sum() == 0 and abs(p6[3] - 0.5 / 0.8) < 0.015
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_behaviour_logprobs_equal_a_forward_pass(temperature):
+@pytest.mark.parametrize("temperature, min_new_tokens", [(1.0, 1), (0.7, 1), (1.0, 10)])
+def test_behaviour_logprobs_equal_a_forward_pass(temperature, min_new_tokens):
+    """pi's log-probs at the temperature, also while stops are held back for min_new_tokens (they are masked
+    for the draw, not for the recorded log-prob)."""
     model, tok = build_tiny_model()
-    exp = sample(model, tok, PROMPTS, 2, 10, temperature=temperature, seed=3)
+    exp = sample(model, tok, PROMPTS, 2, 10, temperature=temperature, seed=3, min_new_tokens=min_new_tokens)
     with torch.no_grad():
         logits = model(input_ids=exp.input_ids, attention_mask=exp.attention_mask).logits.float()
     R = exp.response_mask.shape[1]
     P = exp.input_ids.shape[1] - R
     ref = gather_logprobs(logits[:, P - 1:-1] / temperature, exp.input_ids[:, P:])  # [B, R]
     m = exp.response_mask.bool()
-    assert m[:, 0].all()  # every response has at least one token
+    assert m[:, :min_new_tokens].all()  # every response has at least min_new_tokens tokens
     assert torch.allclose(exp.behaviour_logprobs[m], ref[m], atol=2e-4), (exp.behaviour_logprobs[m] - ref[m]).abs().max()
 
 

@@ -51,16 +51,17 @@ def draw(logp: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor
 class _Sampler:
     """A logits processor that samples the next token itself and hands generate a one-hot choice (generate runs
     greedy and takes it). It records pi's log-prob of the token (softmax of logits / T, before truncation and
-    before the end-of-response mask of the first step), which is what PPO's ratio needs."""
+    before the end-of-response mask of the first min_new_tokens steps), which is what PPO's ratio needs."""
 
-    def __init__(self, temperature: float, top_p: float, top_k: int, stop_ids: list[int]):
+    def __init__(self, temperature: float, top_p: float, top_k: int, stop_ids: list[int], min_new_tokens: int = 1):
         self.temperature, self.top_p, self.top_k, self.stop_ids = temperature, top_p, top_k, stop_ids
+        self.min_new_tokens = min_new_tokens
         self.logprobs: list[torch.Tensor] = []  # one [B] per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)  # [B, V]
         allowed = logp
-        if not self.logprobs and self.stop_ids:  # at least one token: no stop at the first step
+        if len(self.logprobs) < self.min_new_tokens and self.stop_ids:  # no stop before min_new_tokens
             allowed = logp.clone()
             allowed[:, self.stop_ids] = float("-inf")
         token = draw(allowed, self.top_p, self.top_k)  # [B, 1]
@@ -71,7 +72,7 @@ class _Sampler:
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-           policy_version: int = 0, max_prompt_tokens: int = 512) -> Experience:
+           policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1) -> Experience:
     """Sample n responses per prompt with their behaviour log-probs, taken from the logits generate computed.
 
     They are exact log pi(a|s) at `temperature` when top_p == 1 and top_k == 0; with truncation the
@@ -89,10 +90,10 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     if seed is not None:
         torch.manual_seed(seed)
     stop = eos_ids(model, tokenizer)
-    sampler = _Sampler(temperature, top_p, top_k, stop)  # unused when greedy: generate's own argmax path
+    sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
     out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
                          pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
-                         output_logits=greedy, min_new_tokens=1 if greedy else None,
+                         output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
                          logits_processor=LogitsProcessorList([] if greedy else [sampler]))
     P = enc["input_ids"].shape[1]
     response = out.sequences[:, P:]  # [B, R]
