@@ -27,7 +27,10 @@ class PolicyTrainer:
         torch.manual_seed(cfg.seed)
         self.model, self.tokenizer = load_policy(cfg.model)
         if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers 5.25 renamed it; the old name still works there and is all older releases have
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or \
+                self.model.gradient_checkpointing_enable
+            enable()
         self.device = next(self.model.parameters()).device
         self.extra_params = list(extra_params or [])
         params = [p for p in self.model.parameters() if p.requires_grad] + self.extra_params
