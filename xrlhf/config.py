@@ -72,6 +72,11 @@ class DimensionConfig(Strict):
     direction: Literal["higher", "lower"] = "higher"
     min_score: int = 0
     max_score: int = 4
+    # judge.mode=likelihood only: which likelihood signal scores this dimension ("fit": the response's mean
+    # log-probability given the question; "relevance": that minus its log-probability without the question).
+    # None: the default rubric's choice (xrlhf/judge/likelihood.py), "fit" for other names.
+    signal: Literal["fit", "relevance"] | None = None
+    instruction: str | None = None  # likelihood mode: this dimension's own aspect instruction (None: the judge's)
 
     @model_validator(mode="after")
     def _range(self) -> "DimensionConfig":
@@ -88,7 +93,9 @@ DEFAULT_DIMENSIONS: dict[str, dict[str, Any]] = {
     "correctness": {"definition": "Whether the facts, code and reasoning in the response are right and complete."},
     "coherence": {"definition": "Whether the response is clear, consistent and logically ordered."},
     "complexity": {"definition": "How much expertise is needed to write the response (0 = anyone, 4 = a specialist)."},
-    "verbosity": {"definition": "How much detail the response gives relative to what was asked (0 = terse, 4 = very long)."},
+    # The right amount of detail, not length: a length-paying verbosity makes the reward pay for padding.
+    "verbosity": {"definition": "Whether the amount of detail fits what was asked (0 = far too little or far too "
+                                "much, 4 = just what the question needs)."},
 }
 
 
@@ -124,7 +131,15 @@ class JudgeConfig(Strict):
     model: str | None = None  # None: the policy's base model
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     load_in_4bit: bool = False
-    mode: Literal["expected", "generate"] = "expected"
+    # likelihood: the response's token log-probabilities under an instruction describing excellent answers
+    # (xrlhf/judge/likelihood.py); expected: the expected score digit after a rubric prompt; generate: a
+    # generated digit. Chosen by bench/judge_quality.py (BENCHMARKS.md, Judge quality).
+    mode: Literal["likelihood", "expected", "generate"] = "likelihood"
+    # likelihood mode: the instruction (with its demonstrations) every sample is scored under; None: the default
+    likelihood_instruction: str | None = None
+    # Explicit checks for an empty answer, a repetition loop and the prompt copied back: the dimensions they
+    # concern get their worst score, with the reason in the rationale (xrlhf/judge/guards.py).
+    guards: bool = True
     dimensions: dict[str, DimensionConfig] = Field(
         default_factory=lambda: {k: DimensionConfig(**v) for k, v in DEFAULT_DIMENSIONS.items()})
     aggregation: Literal["mean", "weighted", "min"] = "weighted"

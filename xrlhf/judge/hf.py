@@ -12,7 +12,9 @@ import torch
 from tenacity import Retrying, retry_if_result, stop_after_attempt
 
 from xrlhf.config import JudgeConfig
+from xrlhf.judge import guards
 from xrlhf.judge.base import Judgement
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, signal_for
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_dimension, render_pairwise,
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 SCORE_TOKENS = 4  # generate mode: room for "3", " 3/4" or "3." before parsing
 RETRY_TEMPERATURE = 0.7  # a retry must be able to say something other than the greedy answer
 RATIONALE_TOKENS = 48
+PAIR_SCALE = 0.05  # likelihood mode: reward gap at which a pairwise preference reaches 0.88
 CACHE_SIZE = 200_000  # verdicts kept per process; a few hundred bytes each
 
 
@@ -64,6 +67,9 @@ class HFJudge:
         self._head = self._fixed_prefix(lambda p: render_dimension(self.template, p, "", dim, self.labels,
                                                                    self.rubric.dimensions), "0")
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
+        self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
+        self.likelihood = LikelihoodScorer(self.model, self.tokenizer, self.instruction, cfg.batch_size)
+        self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
 
     def _fixed_prefix(self, render: Any, answer: str) -> PrefixCache:
         """The tokens a template's inputs share whatever the prompt: rendered with two unlike prompts, compared."""
@@ -86,11 +92,14 @@ class HFJudge:
         fresh = dict(zip(todo, self._verdicts(prompts, responses, list(todo.values()))))
         for k, verdict in fresh.items():
             self._remember(k, verdict)
-        return [self._judgement([known.get(k) or fresh[k] for k in row]) for row in keys]
+        return [self._judgement([known.get(k) or fresh[k] for k in row], p, r)
+                for row, p, r in zip(keys, prompts, responses)]
 
     def _key(self, prompt: str, response: str, dim: Dimension) -> tuple:
+        extra = (self.instruction, self.cfg.dimensions[dim.name].instruction, self.signals[dim.name]) \
+            if self.cfg.mode == "likelihood" else ()
         return (prompt, response, dim, self.model_name, self.template, self.cfg.mode, self.cfg.max_response_tokens,
-                self.cfg.rationale)
+                self.cfg.rationale, *extra)
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
         if not self.cfg.cache or verdict.score is None:  # a failure is retried next time, not remembered
@@ -99,8 +108,14 @@ class HFJudge:
         if len(_VERDICTS) > CACHE_SIZE:
             _VERDICTS.popitem(last=False)
 
-    def _judgement(self, verdicts: list[Verdict]) -> Judgement:
+    def _judgement(self, verdicts: list[Verdict], prompt: str, response: str) -> Judgement:
         names = self.rubric.names
+        fired = guards.check(prompt, response) if self.cfg.guards else None
+        if fired is not None:
+            kind, reason = fired
+            hit = {d.name for d in guards.concerned(kind, self.rubric.dimensions)}
+            verdicts = [Verdict(guards.worst(d), 1.0, f"guard {kind}: {reason}") if d.name in hit else v
+                        for d, v in zip(self.rubric.dimensions, verdicts)]
         scores = {n: v.score for n, v in zip(names, verdicts)}
         normalised = self.rubric.normalise_all(scores)
         rationale = {n: v.rationale for n, v in zip(names, verdicts) if v.rationale}
@@ -111,6 +126,8 @@ class HFJudge:
     def _verdicts(self, prompts: list[str], responses: list[str], todo: list[tuple[int, Dimension]]) -> list[Verdict]:
         if not todo:
             return []
+        if self.cfg.mode == "likelihood":
+            return self._likelihood(prompts, responses, todo)
         clipped = {i: (self._clip(prompts[i]), self._clip(responses[i])) for i in {i for i, _ in todo}}
         inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels,
                                                           self.rubric.dimensions), "0")
@@ -124,6 +141,20 @@ class HFJudge:
             verdicts = self._with_rationales(inputs, verdicts)
         self.counts["failures"] += sum(v.score is None for v in verdicts)
         return verdicts
+
+    def _likelihood(self, prompts: list[str], responses: list[str], todo: list[tuple[int, Dimension]]) -> list[Verdict]:
+        """Each dimension's likelihood signal mapped onto its range (xrlhf/judge/likelihood.py)."""
+        items = [(self._clip(prompts[i]), self._clip(responses[i]),
+                  self.cfg.dimensions[d.name].instruction or self.instruction, self.signals[d.name].kind)
+                 for i, d in todo]
+        out = []
+        for raw, (_, d) in zip(self.likelihood.raw(items), todo):
+            if raw is None:  # nothing to score; the empty guard, when on, says so too
+                out.append(Verdict(guards.worst(d), 1.0, "empty response: no token to score"))
+            else:
+                out.append(Verdict(*self.signals[d.name].score(raw, d), f"{self.signals[d.name].kind} {raw:.3f}"
+                                   if self.cfg.rationale else ""))
+        return out
 
     def _clip(self, text: str) -> str:
         return truncate_response(self.tokenizer, text, self.cfg.max_response_tokens)
@@ -193,7 +224,17 @@ class HFJudge:
         return out
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float | None]:
-        """P(first is better), averaged over both orders (first as A, then as B) to cancel position bias."""
+        """P(first is better), averaged over both orders (first as A, then as B) to cancel position bias.
+
+        In likelihood mode it comes from the two responses' rewards instead, 0.5 + 0.5 * tanh((r1 - r2) / 0.05):
+        order plays no part, so compare(a, b) = 1 - compare(b, a) exactly."""
+        if self.cfg.mode == "likelihood":
+            both = self.score(prompts + prompts, first + second)
+            out_l: list[float | None] = []
+            for a, b in zip(both[:len(prompts)], both[len(prompts):]):
+                ok = a.reward is not None and b.reward is not None
+                out_l.append(0.5 + 0.5 * math.tanh((a.reward - b.reward) / PAIR_SCALE) if ok else None)  # type: ignore[operator]
+            return out_l
         criteria = "; ".join(f"{d.name} ({d.definition})" for d in self.rubric.dimensions)
         groups = []
         for p, a, b in zip(prompts, first, second):

@@ -229,3 +229,41 @@ def common_prefix_length(seqs: list[list[int]]) -> int:
         if any(s[i] != seqs[0][i] for s in seqs):
             return i
     return max(n, 0)
+
+
+@torch.inference_mode()
+def tail_logprobs(model: Any, seqs: list[list[int]], tails: list[int], max_rows: int = 16,
+                  head: PrefixCache | None = None) -> list[torch.Tensor]:
+    """log p of each sequence's last tails[i] tokens given all before them, [tails[i]] per sequence.
+
+    The prefix every sequence shares with `head` (the judge's instructions) comes from its cache; the rest runs
+    in right-padded chunks of at most max_rows sequences (padding after the real tokens is never attended to).
+    Only the tail positions go through the LM head, over the whole vocabulary (a likelihood needs the full
+    normaliser, unlike the answer-token-only head of expected scores).
+    """
+    if not seqs:
+        return []
+    device, pad_id = model.device, model.config.pad_token_id or 0
+    fits = head is not None and all(head.fits(s) and len(s) - t > len(head.ids) for s, t in zip(seqs, tails))
+    start = len(head.ids) if fits else 0  # type: ignore[union-attr]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+    for at in range(0, len(order), max_rows):
+        chunk = order[at:at + max_rows]
+        rests = [seqs[i][start:] for i in chunk]
+        ids, mask = pad(rests, pad_id, "right")  # [N, T]
+        n, width = ids.shape
+        positions = (start + torch.arange(width)).expand(n, width)
+        cache = None
+        if start:
+            cache = copy.deepcopy(head.get(model))  # type: ignore[union-attr]
+            cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=device))  # [1] -> [N]
+        full_mask = torch.cat([torch.ones(n, start, dtype=torch.long), mask], dim=1)
+        hidden = _decoder(model)(input_ids=ids.to(device), attention_mask=full_mask.to(device),
+                                 position_ids=positions.to(device), cache=cache,
+                                 use_cache=cache is not None).last_hidden_state  # [N, T, H]
+        for row, i in enumerate(chunk):
+            end, k = len(rests[row]), tails[i]
+            lp = head_logprobs(model, hidden[row, end - k - 1:end - 1], None)  # [k, V]
+            out[i] = lp.gather(-1, ids[row, end - k:end, None].to(device)).squeeze(-1).float().cpu()
+    return out

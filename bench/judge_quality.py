@@ -1,0 +1,118 @@
+"""Judge quality: does the judge score a good answer above a corrupted one? (xrlhf/judge/quality.py)
+
+Every prompt of xrlhf/judge/quality.jsonl has a short correct answer and nine corruptions, each aimed at one
+dimension (an answer to another prompt, a changed fact, shuffled words, a refusal, a cut-off sentence, padding,
+the prompt copied back, a repetition loop, an empty answer). For each judge configuration the script scores every
+answer once and reports pairwise accuracy (good above corrupted; a tie counts half) on the aggregate reward and
+on the corruption's targeted dimension, per corruption, with the judge's seconds per sample (one torch thread).
+
+    python bench/judge_quality.py                          # default configs, all 66 prompts (~25 min on 2 cores)
+    python bench/judge_quality.py --limit 12 --configs likelihood
+    python bench/judge_quality.py --calibrate              # likelihood: raw signal medians -> CALIBRATION
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from common import table, write_result
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "likelihood": {"mode": "likelihood"},
+    "likelihood, no guards": {"mode": "likelihood", "guards": False},
+    "expected, rubric_first": {"mode": "expected", "template": "rubric_first"},
+    "expected, rubric_first, no guards": {"mode": "expected", "template": "rubric_first", "guards": False},
+    "expected, per_dimension": {"mode": "expected", "template": "per_dimension"},
+    "generate, rubric_first": {"mode": "generate", "template": "rubric_first"},
+}
+DEFAULT = ["likelihood", "likelihood, no guards", "expected, rubric_first", "expected, rubric_first, no guards",
+           "expected, per_dimension"]
+
+
+def judge_for(overrides: dict[str, Any]) -> Any:
+    from xrlhf.config import JudgeConfig
+    from xrlhf.judge.hf import HFJudge
+
+    return HFJudge(JudgeConfig(model="packaged", cache=False, rationale=False, **overrides), "packaged")
+
+
+def measure(name: str, judge: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score each distinct (prompt, answer) once; accuracy per corruption on the reward and the target dimension."""
+    from xrlhf.judge.quality import accuracy
+
+    texts = sorted({(it["prompt"], a) for it in items for a in (it["good"], it["bad"])})
+    c0, t0 = time.thread_time(), time.perf_counter()
+    judged = dict(zip(texts, judge.score([p for p, _ in texts], [a for _, a in texts])))
+    cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
+    rows = []
+    for kind in dict.fromkeys(it["corruption"] for it in items):
+        sel = [it for it in items if it["corruption"] == kind]
+        good = [judged[(it["prompt"], it["good"])] for it in sel]
+        bad = [judged[(it["prompt"], it["bad"])] for it in sel]
+        target = sel[0]["target"]
+        rows.append({"config": name, "corruption": kind, "target": target, "n": len(sel),
+                     "aggregate": accuracy([g.reward for g in good], [b.reward for b in bad]),
+                     "target_dim": accuracy([g.normalised[target] for g in good], [b.normalised[target] for b in bad]),
+                     "guarded": sum(any(r.startswith("guard") for r in b.rationale.values()) for b in bad)})
+    every = [it for it in items]
+    overall = accuracy([judged[(it["prompt"], it["good"])].reward for it in every],
+                       [judged[(it["prompt"], it["bad"])].reward for it in every])
+    spread = statistics.pstdev([j.reward for j in judged.values() if j.reward is not None])
+    goods = {(it["prompt"], it["good"]) for it in items}
+    false_guards = sum(any(r.startswith("guard") for r in judged[g].rationale.values()) for g in goods)
+    return {"config": name, "aggregate": overall, "worst_target": min(r["target_dim"] for r in rows),
+            "cpu_s_per_sample": cpu / len(texts), "wall_s_per_sample": wall / len(texts), "samples": len(texts),
+            "reward_std": spread, "good_answers_guarded": false_guards, "corruptions": rows}
+
+
+def calibrate(items: list[dict[str, Any]]) -> None:
+    """Raw likelihood signals of good answers and of the corruptions aimed at each signal's dimensions."""
+    from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, DEFAULT_SIGNAL
+
+    judge = judge_for({"mode": "likelihood"})
+    for kind in ("fit", "relevance"):
+        dims = {d for d, k in DEFAULT_SIGNAL.items() if k == kind}
+        sel = [it for it in items if it["target"] in dims and it["bad"].strip()]
+        goods = sorted({(it["prompt"], it["good"]) for it in sel})
+        raw_good = judge.likelihood.raw([(p, a, DEFAULT_INSTRUCTION, kind) for p, a in goods])
+        raw_bad = judge.likelihood.raw([(it["prompt"], it["bad"], DEFAULT_INSTRUCTION, kind) for it in sel])
+        g, b = statistics.median(raw_good), statistics.median([x for x in raw_bad if x is not None])
+        print(f"{kind}: median good {g:.3f}, median targeted corruption {b:.3f} -> centre {(g + b) / 2:.3f}, "
+              f"scale {abs(g - b) / 2:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="+", default=DEFAULT, choices=list(CONFIGS))
+    ap.add_argument("--limit", type=int, help="only the first N prompts")
+    ap.add_argument("--calibrate", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # as in a judge actor
+
+    from xrlhf.judge.quality import load_quality, pairs
+
+    rows = load_quality()[:args.limit] if args.limit else load_quality()
+    items = pairs(rows)
+    if args.calibrate:
+        calibrate(items)
+        return
+    results = []
+    for name in args.configs:
+        results.append(measure(name, judge_for(CONFIGS[name]), items))
+        r = results[-1]
+        print(f"{name}: aggregate {r['aggregate']:.3f}, worst targeted dimension {r['worst_target']:.3f}, "
+              f"{r['cpu_s_per_sample']:.3f} CPU s per sample", flush=True)
+    print(table([{k: v for k, v in r.items() if k != "corruptions"} for r in results],
+                ["config", "aggregate", "worst_target", "cpu_s_per_sample", "wall_s_per_sample", "reward_std",
+                 "good_answers_guarded"]))
+    print(table([c for r in results for c in r["corruptions"]],
+                ["config", "corruption", "target", "aggregate", "target_dim", "guarded"]))
+    print(f"wrote {write_result('judge_quality', {'prompts': len(rows), 'pairs': len(items), 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()

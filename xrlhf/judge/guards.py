@@ -1,0 +1,63 @@
+"""Degenerate responses that a small judge rewards, caught by explicit checks whose verdict is recorded.
+
+A likelihood judge finds a repetition loop and the prompt copied back very probable text, and any judge can be
+handed an empty answer. These checks run on the text itself, before any model: when one fires, the dimensions
+it concerns get their worst score and the Judgement's rationale says which check fired and why, so the reward
+stays explainable (judge.guards=false turns them off).
+"""
+from __future__ import annotations
+
+import re
+
+from xrlhf.judge.rubric import Dimension
+
+REPEAT_MIN_WORDS = 8  # shorter answers are too short to call a loop
+REPEAT_MAX_DISTINCT = 0.5  # a loop: at most half of its word 3-grams are distinct
+COPY_MIN_SHARE = 0.6  # a copy: at least 60% of its word 3-grams (or, under 3 words, its words) are in the prompt
+# The dimensions each check concerns (None: all); a rubric with none of them gets the check on every dimension.
+# An empty answer, a loop and the question handed back are not answers at all, so every dimension gets its worst:
+# on the judge-quality set a check that zeroed only the dimensions it names left the fluent loop and the copied
+# question above the good answer's aggregate on 15-25% of prompts (the other dimensions score fluent text high).
+CONCERNS: dict[str, tuple[str, ...] | None] = {"empty": None, "repetition": None, "prompt_copy": None}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _grams(words: list[str], n: int = 3) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def check(prompt: str, response: str) -> tuple[str, str] | None:
+    """(check, reason) for a degenerate response, or None."""
+    words = _words(response)
+    if not words:
+        return "empty", "empty response"
+    grams = _grams(words)
+    if len(words) >= REPEAT_MIN_WORDS and grams:
+        distinct = len(set(grams)) / len(grams)
+        if distinct <= REPEAT_MAX_DISTINCT:
+            return "repetition", f"repetition loop: {distinct:.0%} of its word 3-grams are distinct"
+    prompt_words = _words(prompt)
+    if grams:
+        source = set(_grams(prompt_words))
+        share = sum(g in source for g in grams) / len(grams)
+    else:
+        source_words = set(prompt_words)
+        share = sum(w in source_words for w in words) / len(words)
+    if share >= COPY_MIN_SHARE:
+        return "prompt_copy", f"copies the prompt: {share:.0%} of it is in the prompt"
+    return None
+
+
+def concerned(kind: str, dimensions: tuple[Dimension, ...]) -> list[Dimension]:
+    """The dimensions a fired check sets to their worst score."""
+    names = CONCERNS[kind]
+    hit = [d for d in dimensions if names is None or d.name in names]
+    return hit or list(dimensions)
+
+
+def worst(dim: Dimension) -> float:
+    """The raw score that normalises to 0 (the range's end the direction calls worst)."""
+    return float(dim.lo if dim.direction == "higher" else dim.hi)

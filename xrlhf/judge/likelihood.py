@@ -1,0 +1,134 @@
+"""Likelihood scores (the GPTScore family, Fu et al. 2023): how probable the judge model finds a response.
+
+A small base model cannot be asked for a digit and answer sensibly, but it does know which text is likely to
+follow a question. Each dimension reads one of two signals from the response's token log-probabilities
+(the response followed by the blank line that ends an answer, so an answer cut off mid-sentence pays for its
+unlikely ending), under an instruction that describes excellent answers and shows two:
+
+- "fit": the mean log-probability given the instruction and the question. Wrong facts, scrambled words and
+  broken sentences are unlikely text.
+- "relevance": the same minus the mean log-probability given the instruction alone, without the question (a
+  pointwise mutual information). It rewards what the question explains: an answer to another question, a
+  refusal, generic filler and padding explain little of it.
+
+The raw signal maps onto the dimension's range by a logistic, score = lo + (hi - lo) * sigmoid((raw - centre) /
+scale), with the centre and scale per signal in CALIBRATION (chosen on bench/judge_quality.py as described
+there). Confidence is |2 * sigmoid(...) - 1|: how far the answer is from the calibration's midpoint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from xrlhf.judge.rubric import Dimension
+from xrlhf.judge.scoring import PrefixCache, tail_logprobs
+
+SIGNALS = ("fit", "relevance")
+# Which signal a dimension of the default rubric reads; any other dimension reads "fit" unless its config says.
+DEFAULT_SIGNAL = {"helpfulness": "relevance", "correctness": "fit", "coherence": "fit", "complexity": "relevance",
+                  "verbosity": "relevance"}
+# (centre, scale) of the logistic per signal, in nats per token. Fitted on the judge-quality set with the packaged
+# gemma-3-270m and DEFAULT_INSTRUCTION: the centre halfway between the median raw signal of the good answers and of
+# the corruptions aimed at the signal's dimensions, the scale half that gap, so the two medians score 1.1 and 2.9
+# of 4 (bench/judge_quality.py --calibrate prints the medians). Per-dimension accuracy does not depend on it;
+# the aggregate, which adds the dimensions, and the reward's spread do.
+CALIBRATION = {"fit": (-1.68, 0.32), "relevance": (0.56, 0.46)}
+
+DEFAULT_INSTRUCTION = (
+    "Below are questions, each followed by an excellent answer: correct, relevant, clear, complete, and exactly "
+    "as detailed as the question needs.\n\n"
+    "Question: What is the capital of France?\nAnswer: The capital of France is Paris, on the river Seine.\n\n"
+    "Question: How many days are in a week?\nAnswer: A week has seven days.\n\n")
+END = "\n\n"  # what follows a complete answer in the instruction's format
+
+
+def with_question(prompt: str) -> str:
+    return f"Question: {prompt}\nAnswer:"
+
+
+WITHOUT_QUESTION = "Answer:"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One dimension's raw likelihood signal and the logistic that maps it onto the dimension's range."""
+
+    kind: str
+    centre: float
+    scale: float
+
+    def score(self, raw: float, dim: Dimension) -> tuple[float, float]:
+        """(score in [lo, hi], confidence); the score is quality: higher is better whatever dim.direction says,
+        so a direction=lower dimension gets the mirrored score and normalises back to the same quality."""
+        n = 1.0 / (1.0 + math.exp(-(raw - self.centre) / self.scale))
+        x = n if dim.direction == "higher" else 1.0 - n
+        return dim.lo + x * (dim.hi - dim.lo), abs(2.0 * n - 1.0)
+
+
+def signal_for(name: str, kind: str | None) -> Signal:
+    kind = kind or DEFAULT_SIGNAL.get(name, "fit")
+    if kind not in SIGNALS:
+        raise ValueError(f"judge.dimensions.{name}.signal = {kind!r}: expected one of {SIGNALS}")
+    return Signal(kind, *CALIBRATION[kind])
+
+
+class LikelihoodScorer:
+    """Raw signals for (sample, dimension) pairs, each distinct text computed once: dimensions that share an
+    instruction share their forward passes, and the instruction's KV cache is computed once per judge."""
+
+    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int) -> None:
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.instruction = instruction
+        self._heads: dict[str, PrefixCache] = {}
+
+    def _ids(self, text: str, special: bool = False) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def _head(self, instruction: str) -> PrefixCache:
+        if instruction not in self._heads:
+            self._heads[instruction] = PrefixCache(self._ids(instruction, special=True))
+        return self._heads[instruction]
+
+    def raw(self, items: list[tuple[str, str, str, str]]) -> list[float | None]:
+        """Raw signal per (prompt, response, instruction, kind); None for an empty response (no token to score)."""
+        texts: dict[tuple[str, str, bool], int] = {}  # (instruction, context, response) -> row
+        seqs: list[list[int]] = []
+        tails: list[int] = []
+        heads: list[str] = []
+
+        def row(instruction: str, context: str, response: str) -> int:
+            key = (instruction, context, response)
+            if key not in texts:
+                head = self._head(instruction).ids
+                body = self._ids(context)
+                tail = self._ids(" " + response.strip() + END)
+                texts[key] = len(seqs)
+                seqs.append(head + body + tail)
+                tails.append(len(tail))
+                heads.append(instruction)
+            return texts[key]
+
+        plan = []
+        for prompt, response, instruction, kind in items:
+            if not response.strip():
+                plan.append(None)
+                continue
+            cond = row(instruction, with_question(prompt), response)
+            plain = row(instruction, WITHOUT_QUESTION, response) if kind == "relevance" else None
+            plan.append((cond, plain))
+        logprobs: list[Any] = [None] * len(seqs)
+        for instruction in set(heads):  # one batch of rows per instruction, on that instruction's cache
+            rows = [i for i, h in enumerate(heads) if h == instruction]
+            for i, lp in zip(rows, tail_logprobs(self.model, [seqs[i] for i in rows], [tails[i] for i in rows],
+                                                 self.batch_size, self._heads[instruction])):
+                logprobs[i] = lp
+        out: list[float | None] = []
+        for p in plan:
+            if p is None:
+                out.append(None)
+                continue
+            cond, plain = p
+            value = logprobs[cond].mean().item()
+            out.append(value if plain is None else value - logprobs[plain].mean().item())
+        return out
