@@ -134,7 +134,9 @@ class JudgeConfig(Strict):
     # likelihood: the response's token log-probabilities under an instruction describing excellent answers
     # (xrlhf/judge/likelihood.py); expected: the expected score digit after a rubric prompt; generate: a
     # generated digit. Chosen by bench/judge_quality.py (BENCHMARKS.md, Judge quality).
-    mode: Literal["likelihood", "expected", "generate"] = "likelihood"
+    # None: likelihood for the local judge (backend hf), expected for the others (an HTTP server's prompt
+    # log-probs are not read yet); set in the resolved config.
+    mode: Literal["likelihood", "expected", "generate"] | None = None
     # likelihood mode: the instruction (with its demonstrations) every sample is scored under; None: the default
     likelihood_instruction: str | None = None
     # Explicit checks for an empty answer, a repetition loop and the prompt copied back: the dimensions they
@@ -161,6 +163,12 @@ class JudgeConfig(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> "JudgeConfig":
+        if self.mode is None:
+            object.__setattr__(self, "mode", "likelihood" if self.backend == "hf" else "expected")
+        if self.mode == "likelihood" and self.backend not in ("hf", "rule"):
+            raise ValueError(f"judge.mode=likelihood needs the response's token log-probabilities, which only the "
+                             f"local judge (judge.backend=hf) reads; with judge.backend={self.backend} use "
+                             f"judge.mode=expected")
         if not self.dimensions:
             raise ValueError("judge.dimensions must name at least one dimension")
         if self.aggregation == "weighted" and sum(d.weight for d in self.dimensions.values()) <= 0:

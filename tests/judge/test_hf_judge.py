@@ -56,6 +56,9 @@ def test_shared_prefix_logprobs_equal_plain_left_padded_batches(tiny, template):
 
 
 def _judge(**cfg):
+    # these tests are about expected/generate mode and the model's own verdicts; likelihood and guards have theirs
+    cfg.setdefault("mode", "expected")
+    cfg.setdefault("guards", False)
     cfg = {"dimensions": {d.name: {"definition": d.definition} for d in DIMS}, **cfg}
     return HFJudge(JudgeConfig(**cfg), "tiny")
 

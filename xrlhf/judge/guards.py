@@ -7,13 +7,17 @@ stays explainable (judge.guards=false turns them off).
 """
 from __future__ import annotations
 
+import difflib
 import re
 
 from xrlhf.judge.rubric import Dimension
 
 REPEAT_MIN_WORDS = 8  # shorter answers are too short to call a loop
 REPEAT_MAX_DISTINCT = 0.5  # a loop: at most half of its word 3-grams are distinct
-COPY_MIN_SHARE = 0.6  # a copy: at least 60% of its word 3-grams (or, under 3 words, its words) are in the prompt
+# A copy: the response's words are the prompt's, nearly in order (difflib's ratio, 2 * matched / total words).
+# "The square root of 81 is 9." restates "What is the square root of 81?" and answers it: 0.71, not a copy; an
+# overlap share of word 3-grams (the first version) called it one, zeroing a correct short answer.
+COPY_MIN_SIMILARITY = 0.8
 # The dimensions each check concerns (None: all); a rubric with none of them gets the check on every dimension.
 # An empty answer, a loop and the question handed back are not answers at all, so every dimension gets its worst:
 # on the judge-quality set a check that zeroed only the dimensions it names left the fluent loop and the copied
@@ -39,15 +43,9 @@ def check(prompt: str, response: str) -> tuple[str, str] | None:
         distinct = len(set(grams)) / len(grams)
         if distinct <= REPEAT_MAX_DISTINCT:
             return "repetition", f"repetition loop: {distinct:.0%} of its word 3-grams are distinct"
-    prompt_words = _words(prompt)
-    if grams:
-        source = set(_grams(prompt_words))
-        share = sum(g in source for g in grams) / len(grams)
-    else:
-        source_words = set(prompt_words)
-        share = sum(w in source_words for w in words) / len(words)
-    if share >= COPY_MIN_SHARE:
-        return "prompt_copy", f"copies the prompt: {share:.0%} of it is in the prompt"
+    similarity = difflib.SequenceMatcher(None, _words(prompt), words, autojunk=False).ratio()
+    if similarity >= COPY_MIN_SIMILARITY:
+        return "prompt_copy", f"copies the prompt: word similarity {similarity:.2f}"
     return None
 
 

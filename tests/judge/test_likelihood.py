@@ -1,0 +1,160 @@
+"""Likelihood mode (xrlhf/judge/likelihood.py), the guards (guards.py) and the judge-quality set (quality.py).
+
+Mechanics on the tiny offline model; what the packaged gemma judge measures on the quality set is in the slow
+tests at the end (and bench/judge_quality.py)."""
+import json
+
+import pytest
+import torch
+
+from xrlhf.config import ConfigError, JudgeConfig, load_config
+from xrlhf.judge import guards
+from xrlhf.judge.hf import HFJudge
+from xrlhf.judge.likelihood import CALIBRATION, DEFAULT_INSTRUCTION, END, Signal, signal_for, with_question
+from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
+from xrlhf.judge.rubric import Dimension
+from xrlhf.judge.scoring import PrefixCache, tail_logprobs
+from xrlhf.models import build_tiny_model
+
+DIMS = {"helpfulness": {"definition": "Does what was asked."}, "correctness": {"definition": "Right facts."}}
+
+
+def _plain_tail(model, seq, k):
+    with torch.no_grad():
+        logits = model(torch.tensor([seq])).logits[0].float()
+    return torch.log_softmax(logits[-k - 1:-1], -1).gather(-1, torch.tensor(seq[-k:])[:, None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_tail_logprobs_equal_a_plain_forward(with_head):
+    model, _ = build_tiny_model()
+    head = PrefixCache([5, 6, 7, 8, 9, 10])
+    seqs = [head.ids + [11, 12, 13, 14], head.ids + [20, 21, 22, 23, 24, 25, 26], head.ids + [30, 31]]
+    tails = [3, 4, 1]
+    got = tail_logprobs(model, seqs, tails, max_rows=2, head=head if with_head else None)
+    for s, k, lp in zip(seqs, tails, got):
+        assert lp.shape == (k,) and torch.allclose(lp, _plain_tail(model, s, k), atol=1e-5)
+
+
+def test_signal_maps_onto_the_range_and_mirrors_direction_lower():
+    sig = Signal("fit", -2.0, 0.5)
+    hi, lo = Dimension("a", "x", lo=0, hi=4), Dimension("b", "x", direction="lower", lo=1, hi=5)
+    assert sig.score(-2.0, hi) == pytest.approx((2.0, 0.0))
+    s1, c1 = sig.score(-1.0, hi)
+    s2, _ = sig.score(-3.0, hi)
+    assert s2 < 2.0 < s1 < 4.0 and 0 < c1 < 1
+    mirrored, _ = sig.score(-1.0, lo)  # a direction=lower dimension normalises back to the same quality
+    assert (mirrored - 1) / 4 == pytest.approx(1 - (s1 - 0) / 4)
+    assert signal_for("helpfulness", None).kind == "relevance" and signal_for("other", None).kind == "fit"
+    assert signal_for("helpfulness", "fit").centre == CALIBRATION["fit"][0]
+
+
+def test_likelihood_judge_reads_fit_and_relevance_from_the_model():
+    """Scores on tiny: 'fit' is the mean log-prob given the question, 'relevance' that minus the one without it,
+    each through the calibration; an empty response gets the worst score with its reason; compare is order-free."""
+    cfg = JudgeConfig(model="tiny", cache=False, rationale=True, guards=False,
+                      dimensions={**DIMS, "coherence": {"definition": "Clear.", "signal": "fit"}})
+    assert cfg.mode == "likelihood"
+    judge = HFJudge(cfg, "tiny")
+    tok, model = judge.tokenizer, judge.model
+    prompt, response = "Name a colour.", "Red is a colour."
+    j = judge.score([prompt], [response])[0]
+    head = tok(DEFAULT_INSTRUCTION)["input_ids"]
+    tail = tok(" " + response + END, add_special_tokens=False)["input_ids"]
+    cond = _plain_tail(model, head + tok(with_question(prompt), add_special_tokens=False)["input_ids"] + tail, len(tail))
+    plain = _plain_tail(model, head + tok("Answer:", add_special_tokens=False)["input_ids"] + tail, len(tail))
+    d = judge.rubric.dimension("correctness")
+    assert j.scores["correctness"] == pytest.approx(Signal("fit", *CALIBRATION["fit"]).score(cond.mean().item(), d)[0],
+                                                    abs=1e-4)
+    rel = Signal("relevance", *CALIBRATION["relevance"]).score((cond - plain).mean().item(), d)[0]
+    assert j.scores["helpfulness"] == pytest.approx(rel, abs=1e-4)
+    assert j.scores["coherence"] == j.scores["correctness"]  # same signal, same instruction: one computation
+    assert j.rationale["helpfulness"].startswith("relevance ")
+    empty = judge.score([prompt], ["  "])[0]
+    assert empty.scores == {"helpfulness": 0.0, "correctness": 0.0, "coherence": 0.0} and empty.reward == 0.0
+    assert "no token to score" in empty.rationale["helpfulness"]
+    ab = judge.compare([prompt, prompt], ["Red is a colour.", "Blue."], ["Blue.", "Red is a colour."])
+    ba = judge.compare([prompt, prompt], ["Blue.", "Red is a colour."], ["Red is a colour.", "Blue."])
+    assert all(x is not None and abs(x + y - 1.0) < 1e-9 for x, y in zip(ab, ba))
+
+
+def test_mode_defaults_by_backend_and_likelihood_needs_the_local_judge():
+    assert JudgeConfig().mode == "likelihood"
+    assert JudgeConfig(backend="http").mode == "expected"
+    with pytest.raises(ConfigError, match="judge.mode=likelihood needs"):
+        load_config("configs/quickstart.yaml", ["judge.backend=http", "judge.mode=likelihood"])
+
+
+def test_guards_fire_on_degenerate_answers_only():
+    assert guards.check("Q?", "")[0] == "empty"
+    assert guards.check("What is 2+2?", "four four four four four four four four four")[0] == "repetition"
+    assert guards.check("What is the capital of Japan?", "What is the capital of Japan?")[0] == "prompt_copy"
+    assert guards.check("What is the square root of 81?", "The square root of 81 is 9.") is None  # restates, answers
+    rows = load_quality()
+    fired = [(r["id"], guards.check(r["prompt"], a)) for r in rows for a in (r["good"], r["factual_error"])]
+    assert not [f for f in fired if f[1]], [f for f in fired if f[1]]  # no good (or merely wrong) answer is guarded
+    built = [corruptions(rows, i) for i in range(len(rows))]
+    for kind in ("empty", "repetition", "prompt_copy"):
+        caught = sum(guards.check(r["prompt"], c[kind]) is not None for r, c in zip(rows, built))
+        assert caught == len(rows), kind
+
+
+def test_a_guard_gives_the_worst_score_with_its_reason():
+    judge = HFJudge(JudgeConfig(model="tiny", cache=False, dimensions={**DIMS, "brevity": {
+        "definition": "Short.", "direction": "lower", "min_score": 1, "max_score": 5}}), "tiny")
+    j = judge.score(["What is 2+2?"], ["four four four four four four four four four"])[0]
+    assert j.scores == {"helpfulness": 0.0, "correctness": 0.0, "brevity": 5.0} and j.reward == 0.0
+    assert all(r.startswith("guard repetition: repetition loop") for r in j.rationale.values())
+
+
+def test_quality_set_is_well_formed_and_its_loader_names_bad_lines(tmp_path):
+    rows = load_quality()
+    assert len(rows) >= 60 and len({r["prompt"] for r in rows}) == len(rows)
+    for r in rows:
+        assert 4 <= len(r["good"].split()) <= 80 and r["factual_error"] != r["good"]
+    items = pairs(rows)
+    assert len(items) == len(rows) * len(TARGETS) and set(HACKS) <= set(TARGETS)
+    assert pairs(rows) == items  # deterministic
+    bad = tmp_path / "q.jsonl"
+    good_line = json.dumps(rows[0])
+    bad.write_text(good_line + "\n" + json.dumps({**rows[1], "filler": ""}) + "\n")
+    with pytest.raises(ValueError, match="line 2 lacks a non-empty filler"):
+        load_quality(bad)
+    bad.write_text(good_line + "\n" + good_line + "\n")
+    with pytest.raises(ValueError, match="line 2 repeats the id"):
+        load_quality(bad)
+    assert accuracy([1.0, 0.5, None, 0.2], [0.5, 0.5, 0.1, None]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+
+
+@pytest.fixture(scope="module")
+def packaged_on_the_quality_set():
+    """The default judge (packaged gemma, likelihood mode, guards) on every good answer and the corruptions the
+    tests below read: the hacks, an answer to another prompt and a refusal."""
+    judge = HFJudge(JudgeConfig(model="packaged", cache=False), "packaged")
+    kinds = (*HACKS, "off_topic", "refusal")
+    items = [it for it in pairs(load_quality()) if it["corruption"] in kinds]
+    texts = sorted({(it["prompt"], a) for it in items for a in (it["good"], it["bad"])})
+    judged = dict(zip(texts, judge.score([p for p, _ in texts], [a for _, a in texts])))
+    return {k: [(judged[(it["prompt"], it["good"])], judged[(it["prompt"], it["bad"])], it["target"])
+                for it in items if it["corruption"] == k] for k in kinds}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hack", HACKS)
+def test_hacks_score_below_the_good_answer(packaged_on_the_quality_set, hack):
+    """A repetition loop, the prompt copied back, an empty answer and padding: below the good answer's reward on at
+    least 90% of the quality set's prompts, in the default mode."""
+    rows = packaged_on_the_quality_set[hack]
+    acc = accuracy([g.reward for g, _, _ in rows], [b.reward for _, b, _ in rows])
+    assert acc >= 0.9, (hack, acc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["off_topic", "refusal"])
+def test_gemma_scores_a_good_answer_above_a_bad_one(packaged_on_the_quality_set, kind):
+    """The good answer above an answer to another question and above a refusal, on the reward and on helpfulness,
+    for at least 85% of the prompts (it was at chance, 0.5, with the expected-mode judge)."""
+    rows = packaged_on_the_quality_set[kind]
+    assert accuracy([g.reward for g, _, _ in rows], [b.reward for _, b, _ in rows]) >= 0.85
+    assert accuracy([g.normalised["helpfulness"] for g, _, _ in rows],
+                    [b.normalised["helpfulness"] for _, b, _ in rows]) >= 0.85
