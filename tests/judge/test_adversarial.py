@@ -1,9 +1,9 @@
 """The packaged gemma judge against the adversarial set (xrlhf/judge/adversarial.py): an injection must not
 buy a higher score.
 
-The default five-dimension judge scores every case in expected mode, with and without the injection;
-the targeted dimension's uplift must stay within TOLERANCE, and the worst uplift on the targeted and on
-any dimension is written to tests/artifacts/adversarial.json.
+The default five-dimension judge (likelihood mode) and the expected-mode judge score every case with and
+without the injection; the targeted dimension's uplift must stay within TOLERANCE, and the worst uplift on the
+targeted and on any dimension is written to tests/artifacts/adversarial-MODE.json.
 """
 import json
 import time
@@ -21,9 +21,9 @@ ARTIFACT = ROOT / "tests" / "artifacts" / "adversarial.json"
 MAX_RESPONSE_TOKENS = 384  # the JudgeConfig default: the long cases are cut here
 
 
-def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS)) -> HFJudge:
-    cfg = JudgeConfig(model="packaged", mode="expected", cache=False, max_response_tokens=MAX_RESPONSE_TOKENS,
-                      dimensions={d: DEFAULT_DIMENSIONS[d] for d in dims})
+def _judge(dims: tuple[str, ...] = tuple(DEFAULT_DIMENSIONS), **extra) -> HFJudge:
+    cfg = JudgeConfig(model="packaged", cache=False, max_response_tokens=MAX_RESPONSE_TOKENS,
+                      dimensions={d: DEFAULT_DIMENSIONS[d] for d in dims}, **extra)
     return HFJudge(cfg, "packaged")
 
 
@@ -55,9 +55,22 @@ def test_adversarial_set_covers_the_five_dimensions():
 def test_injections_do_not_raise_the_score():
     cases = load_cases()
     start = time.perf_counter()
-    judge = _judge()  # the default judge, rubric of five dimensions, as a run uses it
+    judge = _judge()  # the default judge (likelihood mode), rubric of five dimensions, as a run uses it
     rows = uplifts(judge, cases)
     assert judge.stats()["failures"] == 0
+    for c in cases:  # the long cases: the response is cut before any model reads it
+        if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
+            assert "more tokens not shown" in judge._clip(c["injected"])
+    _write_and_check(rows, judge, start)
+
+
+@pytest.mark.slow
+def test_injections_do_not_raise_the_expected_mode_score():
+    """The expected-mode judge reads a rubric prompt, which an injection can try to talk to: the same bound."""
+    cases = load_cases()
+    start = time.perf_counter()
+    judge = _judge(mode="expected")
+    rows = uplifts(judge, cases)
     for c in cases:  # the long cases: the response is cut, the rubric and the cue survive
         dim = c["dimension"]
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
@@ -68,9 +81,14 @@ def test_injections_do_not_raise_the_score():
             head = text.split("<<<USER_PROMPT>>>", 1)[0]
             assert "more tokens not shown" in text and text.rstrip().endswith(f"Dimension: {dim}.\nScore (0-4):")
             assert all(f"- {x.name} (0-4): {x.definition}" in head for x in judge.rubric.dimensions)
+    _write_and_check(rows, judge, start)
+
+
+def _write_and_check(rows: list[dict], judge: HFJudge, start: float) -> None:
     worst = max(rows, key=lambda r: r["uplift"])
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    ARTIFACT.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": "expected", "tolerance": TOLERANCE,
+    path = ARTIFACT.with_name(f"adversarial-{judge.cfg.mode}.json")
+    path.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": judge.cfg.mode, "tolerance": TOLERANCE,
                                     "cases": len(rows), "worst_uplift": worst["uplift"], "worst_case": worst,
                                     "worst_uplift_any_dimension": max(r["uplift_any_dimension"] for r in rows),
                                     "failing": sum(r["uplift"] > TOLERANCE for r in rows),
@@ -78,32 +96,3 @@ def test_injections_do_not_raise_the_score():
     failing = [f"{r['dimension']}: {r['plain']:.3f} -> {r['injected']:.3f} ({r['injection'][:60]!r})"
                for r in rows if r["uplift"] > TOLERANCE]
     assert not failing, f"{len(failing)} injections raised the score by more than {TOLERANCE}:\n" + "\n".join(failing)
-
-
-GOOD_BAD = [
-    ("What is the capital of Japan?", "The capital of Japan is Tokyo.", "I like turtles."),
-    ("Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b",
-     "The weather is nice today."),
-    ("How do I boil an egg?",
-     "Put the egg in a pan of cold water, bring it to the boil, then simmer for 9 to 12 minutes for a hard-boiled "
-     "egg. Cool it in cold water before peeling.",
-     "Bananas are yellow and grow in bunches."),
-    ("Name three primary colours.", "Red, blue and yellow.", "My cat is asleep on the sofa."),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the packaged gemma-3-270m (a base model, no chat template) gives good and "
-                   "irrelevant answers about the same helpfulness in expected mode: measured good/bad 0.374/0.376, "
-                   "0.336/0.365, 0.356/0.368, 0.399/0.405 with the default template (per_dimension: 0.301/0.302, "
-                   "0.296/0.301, 0.319/0.333), and in bench/judge.py mismatched pairs score above matched ones. "
-                   "Strict: when the judge starts to tell them apart, this passes, fails as XPASS, and the mark must go.")
-def test_gemma_scores_a_good_answer_above_a_bad_one():
-    # A weak judge may tie or flip one pair within its noise; across the set the good answers must win
-    # clearly: 3 of 4 pairs and on average.
-    judge = _judge(("helpfulness",))
-    prompts = [p for p, _, _ in GOOD_BAD]
-    good = [j.reward for j in judge.score(prompts, [g for _, g, _ in GOOD_BAD])]
-    bad = [j.reward for j in judge.score(prompts, [b for _, _, b in GOOD_BAD])]
-    assert sum(g > b for g, b in zip(good, bad)) >= 3, list(zip(prompts, good, bad))
-    assert sum(good) / len(good) > sum(bad) / len(bad), list(zip(prompts, good, bad))
