@@ -199,6 +199,9 @@ class PPOConfig(Strict):
 class ReinforceConfig(Strict):
     baseline: Literal["ema", "batch_mean", "loo"] = "loo"
     ema_decay: float = Field(0.9, ge=0, lt=1)
+    # first_batch: the average starts at the first batch's mean return; zero: at 0, as the study's
+    # MovingAverageBaseline (with ema_decay 0.99), updated once per optimiser step
+    ema_init: Literal["first_batch", "zero"] = "first_batch"
     whiten_advantages: bool = False
 
 

@@ -74,3 +74,21 @@ def test_reinforce_loss_sequence_sum_and_token_mean():
     assert torch.allclose(grad, torch.tensor([[-1.0, -1.0, 0.0], [0.5, 0.5, 0.5]]))
     # token mean: -(2·(-1) + 2·(-2) + (-1)·(-0.5)·3) / 5 = 4.5 / 5
     assert reinforce_loss(logprobs, advantages, mask, token_mean=True).item() == pytest.approx(0.9)
+
+
+def test_ema_baseline_started_at_zero_as_the_study():
+    """decay 0.99 from 0: b1 = 0 for the first batch, then 0.99 * 0 + 0.01 * mean."""
+    ema = make_baseline("ema", decay=0.99, init=0.0)
+    assert torch.equal(ema(torch.tensor([1.0, 3.0])), torch.zeros(2))
+    assert ema.value == pytest.approx(0.02)
+    assert torch.allclose(ema(torch.tensor([4.0, 8.0])), torch.full((2,), 0.02))
+    assert ema.value == pytest.approx(0.99 * 0.02 + 0.01 * 6.0)
+
+
+def test_ema_init_zero_reaches_the_learner():
+    from xrlhf.config import load_config
+    from xrlhf.learners import make_learner
+
+    cfg = load_config("configs/tiny.yaml", ["algorithm.reinforce.baseline=ema", "algorithm.reinforce.ema_decay=0.99",
+                                            "algorithm.reinforce.ema_init=zero"])
+    assert make_learner(cfg).baseline.value == 0.0

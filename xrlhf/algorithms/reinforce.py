@@ -42,11 +42,14 @@ def baseline_loo(returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
 
 
 class EmaBaseline:
-    """An exponential moving average of batch-mean returns, kept across steps."""
+    """An exponential moving average of batch-mean returns, kept across steps.
 
-    def __init__(self, decay: float = 0.9):
+    init None starts it at the first batch's mean; a number starts it there (the study's MovingAverageBaseline:
+    decay 0.99 from 0, so early advantages are nearly the raw returns)."""
+
+    def __init__(self, decay: float = 0.9, init: float | None = None):
         self.decay = decay
-        self.value: float | None = None
+        self.value: float | None = init
 
     def __call__(self, returns: torch.Tensor, group_ids: list[int] | None = None) -> torch.Tensor:
         """The average before this batch, for every sample; then folds this batch in."""
@@ -78,12 +81,12 @@ BASELINES: dict[str, Baseline | type[EmaBaseline]] = {
 }
 
 
-def make_baseline(name: str, decay: float = 0.9) -> Baseline:
-    """The baseline called `name`; `decay` is used only by "ema", which is a fresh stateful object."""
+def make_baseline(name: str, decay: float = 0.9, init: float | None = None) -> Baseline:
+    """The baseline called `name`; `decay` and `init` are used only by "ema", which is a fresh stateful object."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
     if name == "ema":
-        return EmaBaseline(decay)
+        return EmaBaseline(decay, init)
     return BASELINES[name]
 
 

@@ -19,7 +19,7 @@ class ReinforceLearner:
         self.cfg = cfg
         self.trainer = PolicyTrainer(cfg)
         rc = cfg.algorithm.reinforce
-        self.baseline = make_baseline(rc.baseline, rc.ema_decay)
+        self.baseline = make_baseline(rc.baseline, rc.ema_decay, 0.0 if rc.ema_init == "zero" else None)
 
     def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
         """One policy-gradient step; returns (metrics, per-sample advantages)."""
