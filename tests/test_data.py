@@ -203,3 +203,18 @@ def test_format_prompt_uses_the_chat_template():
 def test_format_prompt_plain_without_a_template():
     assert format_prompt(_tokenizer(chat=False), "one two") == "User: one two\nAssistant:"
     assert format_prompt(None, "Hi?") == "User: Hi?\nAssistant:"
+
+
+def test_helpsteer2_multi_turn_prompts_become_chat_turns():
+    from xrlhf.data import chat_turns
+
+    prompt = "What is a prime?<extra_id_1>Assistant\nA number with two divisors.<extra_id_1>User\nGive an example."
+    assert chat_turns(prompt) == [{"role": "user", "content": "What is a prime?"},
+                                  {"role": "assistant", "content": "A number with two divisors."},
+                                  {"role": "user", "content": "Give an example."}]
+    assert format_prompt(_tokenizer(chat=False), prompt) == ("User: What is a prime?\nAssistant: A number with two "
+                                                             "divisors.\nUser: Give an example.\nAssistant:")
+    text = format_prompt(_tokenizer(chat=True), prompt)
+    assert text.count("What is a prime?") == 1 and "A number with two divisors." in text and "<extra_id_1>" not in text
+    with pytest.raises(DataError, match="not User or Assistant"):
+        chat_turns("Hi<extra_id_1>Narrator\nOnce upon a time")

@@ -81,11 +81,30 @@ def first_human_turn(text: str) -> str | None:
     return text[start:end].strip()
 
 
+TURN = "<extra_id_1>"  # HelpSteer2 joins a conversation's turns with it: "q1<extra_id_1>Assistant\na1<extra_id_1>User\nq2"
+
+
+def chat_turns(prompt: str) -> list[dict[str, str]]:
+    """A prompt as chat messages: HelpSteer2's multi-turn prompts become alternating user/assistant turns (each
+    turn after the first names its role on its first line); any other prompt is one user message."""
+    parts = prompt.split(TURN)
+    messages = [{"role": "user", "content": parts[0].strip()}]
+    for part in parts[1:]:
+        role, _, text = part.partition("\n")
+        if role.strip().lower() not in ("user", "assistant"):
+            raise DataError(f"a multi-turn prompt's turn starts with {role.strip()[:40]!r}, not User or Assistant")
+        messages.append({"role": role.strip().lower(), "content": text.strip()})
+    return messages
+
+
 def format_prompt(tokenizer: Any, prompt: str) -> str:
-    """The text the policy continues: the tokenizer's chat template when it has one, else "User: …\\nAssistant:"."""
+    """The text the policy continues: the tokenizer's chat template when it has one, else "User: …\\nAssistant:"
+    (each turn on its own "User:"/"Assistant:" line for a multi-turn prompt)."""
+    messages = chat_turns(prompt)
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        return PLAIN_TEMPLATE.format(prompt=prompt)
-    messages = [{"role": "user", "content": prompt}]
+        if len(messages) == 1:
+            return PLAIN_TEMPLATE.format(prompt=prompt)
+        return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\nAssistant:"
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
