@@ -91,12 +91,19 @@ def _grpc_unauthenticated(ip: str, port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """Ray started as xrlhf starts it from Python (init_ray), not as the CLI does."""
+    """Ray started as xrlhf starts it from Python (init_ray), not as the CLI does, with token authentication set
+    here, whatever the caller's RAY_AUTH_MODE (the unauthenticated modes are tested in test_exposure.py)."""
     os.environ[KEY_ENV] = KEY  # before Ray starts: local workers inherit the driver's environment
+    mode_before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
     init_ray(ResourcesConfig(num_cpus=2))
     yield
     ray.shutdown()
     del os.environ[KEY_ENV]
+    if mode_before is None:
+        os.environ.pop("RAY_AUTH_MODE")
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode_before
 
 
 # --- judge faults in a full run, and a planted API key --------------------------------------------------

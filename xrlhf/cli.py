@@ -108,9 +108,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from xrlhf.controller import JudgeUnavailableError
     from xrlhf.data import DataError
     from xrlhf.learners.common import NonFiniteError
+    from xrlhf.exposure import ExposureError
     from xrlhf.models import ModelError
 
-    return DataError, ModelError, JudgeUnavailableError, NonFiniteError
+    return DataError, ModelError, JudgeUnavailableError, NonFiniteError, ExposureError
 
 
 def _message(exc: BaseException) -> str:

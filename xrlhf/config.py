@@ -236,6 +236,9 @@ class ResourcesConfig(Strict):
     max_restarts: int = Field(2, ge=0)
     max_step_retries: int = Field(2, ge=0)
     placement_timeout_s: float = Field(120.0, gt=0)
+    # Allow a Ray head or Ray Serve (serve-judge) that listens beyond 127.0.0.1 while Ray's cluster authentication
+    # is off (RAY_AUTH_MODE=disabled): for a trusted private network only; logged as a warning (xrlhf/exposure.py)
+    allow_unauthenticated_cluster: bool = False
     # The reference pass runs in the learner with the LoRA adapter off (no second copy of the base);
     # false gives it an actor of its own, which can sit on another GPU.
     colocate_reference: bool = True

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from xrlhf.config import Config, ConfigError
+from xrlhf.exposure import auth_disabled, report_outside_listeners, require_auth_or_opt_in
 from xrlhf.judge.completions import MAX_TOP_LOGPROBS, CompletionJob, complete_batch
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,11 @@ def start_judge_server(cfg: Config, blocking: bool = False) -> str:
     """
     s, j = cfg.judge.serve, cfg.judge
     token_sha256 = _token_sha256(cfg)
+    allowed = cfg.resources.allow_unauthenticated_cluster
+    what = "Ray Serve (its replicas' gRPC servers bind [::])"
+    require_auth_or_opt_in(what, allowed)  # before anything starts
     _init_ray(cfg)
+    require_auth_or_opt_in(what, allowed)  # a cluster joined by address has its own mode
     serve.start(http_options={"host": s.host, "port": s.port})
     res = cfg.resources.judge
     deployment = JudgeServer.options(num_replicas=s.num_replicas,
@@ -135,6 +140,8 @@ def start_judge_server(cfg: Config, blocking: bool = False) -> str:
     host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
     url = f"http://{host}:{s.port}/v1"
     log.info("judge %s served at %s (auth %s)", j.model or cfg.model.name, url, "on" if token_sha256 else "off")
+    if auth_disabled():
+        report_outside_listeners()
     if blocking:
         _block_until_interrupt()
     return url

@@ -1,0 +1,88 @@
+"""The rule for what xrlhf exposes: no listener beyond 127.0.0.1 answers without credentials unless the user opted in.
+
+Ray 2.60 authenticates its cluster with a token by default; RAY_AUTH_MODE=disabled (which Ray's own start-up
+line suggests) turns that off. A local training run binds 127.0.0.1 only, so it is safe either way. Ray Serve,
+which `xrlhf serve-judge` starts, binds each replica's gRPC server to [::] (hard-coded in Ray Serve 2.60), and
+a local Ray with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 binds the machine's address: with authentication off, either
+would accept code from anyone who can reach the machine. Then xrlhf refuses to start, unless
+resources.allow_unauthenticated_cluster=true says the network is trusted, in which case it logs a warning that
+lists every listener beyond loopback.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+AUTH_ENV = "RAY_AUTH_MODE"
+OPT_IN = "resources.allow_unauthenticated_cluster"
+
+
+class ExposureError(RuntimeError):
+    """Something would listen beyond loopback without authentication, and the user did not opt in."""
+
+
+def auth_disabled() -> bool:
+    """Whether Ray runs without cluster authentication: RAY_AUTH_MODE=disabled before Ray starts, or the running
+    Ray's own mode once it has."""
+    import ray
+
+    if ray.is_initialized():
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        return not is_token_auth_enabled()
+    return os.environ.get(AUTH_ENV, "").strip().lower() == "disabled"
+
+
+def require_auth_or_opt_in(what: str, allowed: bool) -> None:
+    """Refuse (ExposureError, one line) when Ray's authentication is off while `what` binds beyond loopback."""
+    if not auth_disabled():
+        return
+    if allowed:
+        log.warning("%s listens beyond 127.0.0.1 WITHOUT authentication (%s=disabled), as %s=true allows: anyone "
+                    "who can reach this machine can submit code to its Ray", what, AUTH_ENV, OPT_IN)
+        return
+    raise ExposureError(f"Ray's cluster authentication is off ({AUTH_ENV}=disabled) and {what} listens beyond "
+                        f"127.0.0.1, so anyone who can reach this machine could run code on it: unset {AUTH_ENV} "
+                        f"(or set {AUTH_ENV}=token) to keep Ray's token authentication, or, on a trusted private "
+                        f"network only, set {OPT_IN}=true")
+
+
+def outside_listeners(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every socket these processes listen on beyond loopback."""
+    import psutil
+
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status != psutil.CONN_LISTEN or conn.pid not in pids:
+            continue
+        ip = conn.laddr.ip.split("%")[0]
+        addr = ipaddress.ip_address(ip)
+        mapped = getattr(addr, "ipv4_mapped", None)
+        if not (addr.is_loopback or (mapped is not None and mapped.is_loopback)):
+            out.append((conn.pid, conn.laddr.ip, conn.laddr.port))
+    return sorted(out)
+
+
+def report_outside_listeners() -> list[tuple[int, str, int]]:
+    """Log every listener of this process and its children beyond loopback (the opted-in case); returns them."""
+    import psutil
+
+    me = psutil.Process()
+    pids = {me.pid, *(p.pid for p in me.children(recursive=True))}
+    found = outside_listeners(pids)
+    for pid, ip, port in found:
+        log.warning("listening beyond loopback without authentication: %s:%d (pid %d, %s)", ip, port, pid,
+                    _title(pid))
+    return found
+
+
+def _title(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline())[:60]
+    except psutil.Error:
+        return "?"
