@@ -93,9 +93,14 @@ def _grpc_unauthenticated(ip: str, port: int) -> bool:
 def local_ray():
     """Ray started as xrlhf starts it from Python (init_ray), not as the CLI does, with token authentication set
     here, whatever the caller's RAY_AUTH_MODE (the unauthenticated modes are tested in test_exposure.py)."""
+    from ray._private.authentication_test_utils import reset_auth_token_state
+
     os.environ[KEY_ENV] = KEY  # before Ray starts: local workers inherit the driver's environment
     mode_before = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "token"
+    # This process read RAY_AUTH_MODE at `import ray`; without a refresh a caller's =disabled stays in force
+    # here, and the driver cannot reach its own token-mode GCS ("Failed to start GCS").
+    reset_auth_token_state()
     init_ray(ResourcesConfig(num_cpus=2))
     yield
     ray.shutdown()
@@ -104,6 +109,7 @@ def local_ray():
         os.environ.pop("RAY_AUTH_MODE")
     else:
         os.environ["RAY_AUTH_MODE"] = mode_before
+    reset_auth_token_state()
 
 
 # --- judge faults in a full run, and a planted API key --------------------------------------------------

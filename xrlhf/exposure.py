@@ -25,26 +25,31 @@ class ExposureError(RuntimeError):
 
 
 def auth_disabled() -> bool:
-    """Whether Ray runs without cluster authentication: RAY_AUTH_MODE=disabled before Ray starts, or the running
-    Ray's own mode once it has."""
+    """Whether Ray runs without cluster authentication: before Ray starts, as ray.init will read RAY_AUTH_MODE;
+    once it has, the running Ray's own mode.
+
+    Ray 2.60 turns token auth on for a new local Ray when the variable is unset, and keeps any value it is set
+    to: only `token` (any case) authenticates; `disabled`, `off`, `0` or an empty value all run without."""
     import ray
 
     if ray.is_initialized():
         from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
         return not is_token_auth_enabled()
-    return os.environ.get(AUTH_ENV, "").strip().lower() == "disabled"
+    mode = os.environ.get(AUTH_ENV)
+    return mode is not None and mode.lower() != "token"
 
 
 def require_auth_or_opt_in(what: str, allowed: bool) -> None:
     """Refuse (ExposureError, one line) when Ray's authentication is off while `what` binds beyond loopback."""
     if not auth_disabled():
         return
+    mode = f"{AUTH_ENV}={os.environ.get(AUTH_ENV, 'disabled')}"
     if allowed:
-        log.warning("%s listens beyond 127.0.0.1 WITHOUT authentication (%s=disabled), as %s=true allows: anyone "
-                    "who can reach this machine can submit code to its Ray", what, AUTH_ENV, OPT_IN)
+        log.warning("%s listens beyond 127.0.0.1 WITHOUT authentication (%s), as %s=true allows: anyone "
+                    "who can reach this machine can submit code to its Ray", what, mode, OPT_IN)
         return
-    raise ExposureError(f"Ray's cluster authentication is off ({AUTH_ENV}=disabled) and {what} listens beyond "
+    raise ExposureError(f"Ray's cluster authentication is off ({mode}) and {what} listens beyond "
                         f"127.0.0.1, so anyone who can reach this machine could run code on it: unset {AUTH_ENV} "
                         f"(or set {AUTH_ENV}=token) to keep Ray's token authentication, or, on a trusted private "
                         f"network only, set {OPT_IN}=true")
