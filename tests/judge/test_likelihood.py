@@ -105,6 +105,7 @@ def test_a_guard_gives_the_worst_score_with_its_reason():
     j = judge.score(["What is 2+2?"], ["four four four four four four four four four"])[0]
     assert j.scores == {"helpfulness": 0.0, "correctness": 0.0, "brevity": 5.0} and j.reward == 0.0
     assert all(r.startswith("guard repetition: repetition loop") for r in j.rationale.values())
+    assert judge.stats()["requests"] == 0  # every dimension set by the guard: the model is not asked
 
 
 def test_quality_set_is_well_formed_and_its_loader_names_bad_lines(tmp_path):

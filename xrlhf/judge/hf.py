@@ -83,17 +83,21 @@ class HFJudge:
         keys = [[self._key(p, r, d) for d in self.rubric.dimensions] for p, r in zip(prompts, responses)]
         known = {k: _VERDICTS[k] for row in keys for k in row if self.cfg.cache and k in _VERDICTS}
         todo: dict[tuple, tuple[int, Dimension]] = {}  # first occurrence of each uncached key
+        fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
         for i, row in enumerate(keys):
+            # a guard that sets every dimension leaves the model nothing to decide: no forward pass for it
+            spared = {d.name for d in guards.concerned(fired[i][0], self.rubric.dimensions)} if fired[i] else set()
             for d, k in zip(self.rubric.dimensions, row):
-                if k not in known:
+                if k not in known and d.name not in spared:
                     todo.setdefault(k, (i, d))
         self.counts["cache_hits"] += sum(len(row) for row in keys) - len(todo)
         self.counts["requests"] += len(todo)
         fresh = dict(zip(todo, self._verdicts(prompts, responses, list(todo.values()))))
         for k, verdict in fresh.items():
             self._remember(k, verdict)
-        return [self._judgement([known.get(k) or fresh[k] for k in row], p, r)
-                for row, p, r in zip(keys, prompts, responses)]
+        unscored = Verdict(None, None)  # only where a guard replaces it in _judgement
+        return [self._judgement([known.get(k) or fresh.get(k, unscored) for k in row], f)
+                for row, f in zip(keys, fired)]
 
     def _key(self, prompt: str, response: str, dim: Dimension) -> tuple:
         extra = (self.instruction, self.cfg.dimensions[dim.name].instruction, self.signals[dim.name]) \
@@ -108,9 +112,8 @@ class HFJudge:
         if len(_VERDICTS) > CACHE_SIZE:
             _VERDICTS.popitem(last=False)
 
-    def _judgement(self, verdicts: list[Verdict], prompt: str, response: str) -> Judgement:
+    def _judgement(self, verdicts: list[Verdict], fired: tuple[str, str] | None) -> Judgement:
         names = self.rubric.names
-        fired = guards.check(prompt, response) if self.cfg.guards else None
         if fired is not None:
             kind, reason = fired
             hit = {d.name for d in guards.concerned(kind, self.rubric.dimensions)}
