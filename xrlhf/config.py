@@ -199,8 +199,9 @@ class PPOConfig(Strict):
 class ReinforceConfig(Strict):
     baseline: Literal["ema", "batch_mean", "loo"] = "loo"
     ema_decay: float = Field(0.9, ge=0, lt=1)
-    # first_batch: the average starts at the first batch's mean return; zero: at 0, as the study's
-    # MovingAverageBaseline (with ema_decay 0.99), updated once per optimiser step
+    # The baseline the first batch sees: first_batch its own mean return; zero 0, as the study's
+    # MovingAverageBaseline (with ema_decay 0.99). Either way the first optimiser step sets the average to that
+    # batch's mean and each later step folds its batch in with ema_decay (xrlhf/algorithms/reinforce.py).
     ema_init: Literal["first_batch", "zero"] = "first_batch"
     whiten_advantages: bool = False
 

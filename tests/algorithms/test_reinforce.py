@@ -77,18 +77,59 @@ def test_reinforce_loss_sequence_sum_and_token_mean():
 
 
 def test_ema_baseline_started_at_zero_as_the_study():
-    """decay 0.99 from 0: b1 = 0 for the first batch, then 0.99 * 0 + 0.01 * mean."""
+    """The study's MovingAverageBaseline: the first batch sees 0, its update sets the average to that batch's
+    mean (the study's `initialized` flag), later updates are 0.99 * b + 0.01 * mean."""
     ema = make_baseline("ema", decay=0.99, init=0.0)
     assert torch.equal(ema(torch.tensor([1.0, 3.0])), torch.zeros(2))
-    assert ema.value == pytest.approx(0.02)
-    assert torch.allclose(ema(torch.tensor([4.0, 8.0])), torch.full((2,), 0.02))
-    assert ema.value == pytest.approx(0.99 * 0.02 + 0.01 * 6.0)
+    assert ema.value == pytest.approx(2.0)
+    assert torch.allclose(ema(torch.tensor([4.0, 8.0])), torch.full((2,), 2.0))
+    # 0.99 * 2 + 0.01 * 6 = 2.04
+    assert ema.value == pytest.approx(2.04)
+    restored = make_baseline("ema", decay=0.99, init=0.0)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 2 and torch.allclose(restored(torch.tensor([0.0])), torch.tensor([2.04]))
+    # 0.99 * 2.04 + 0.01 * 0 = 2.0196
+    assert restored.value == pytest.approx(2.0196)
 
 
-def test_ema_init_zero_reaches_the_learner():
+def test_ema_checkpoint_without_update_count_counts_as_started():
+    old = EmaBaseline(decay=0.5)
+    old.load_state_dict({"value": 4.0})
+    old.update(torch.tensor([2.0]))
+    # an average that already held a value folds the batch in: 0.5 * 4 + 0.5 * 2
+    assert old.value == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("init,first_baseline", [("zero", 0.0), ("first_batch", None)])
+def test_reinforce_learner_ema_baseline_per_optimiser_step(init, first_baseline):
+    """Through the real learner on the tiny model: two updates, the baseline each saw, by hand from the returns."""
+    from pathlib import Path
+
+    from xrlhf.algorithms.kl import kl_penalty
+    from xrlhf.algorithms.reinforce import sequence_returns
     from xrlhf.config import load_config
+    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
 
-    cfg = load_config("configs/tiny.yaml", ["algorithm.reinforce.baseline=ema", "algorithm.reinforce.ema_decay=0.99",
-                                            "algorithm.reinforce.ema_init=zero"])
-    assert make_learner(cfg).baseline.value == 0.0
+    tiny = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    cfg = load_config(tiny, ["algorithm.reinforce.baseline=ema", "algorithm.reinforce.ema_decay=0.99",
+                             f"algorithm.reinforce.ema_init={init}", "algorithm.kl_coef=0.5"])
+    learner = make_learner(cfg)
+    seen, all_returns = [], []
+    for step, rewards in enumerate((torch.tensor([0.2, 0.4, 0.6, 1.0]), torch.tensor([1.0, 0.0, 0.5, 0.5]))):
+        exp = sample(learner.trainer.model, learner.trainer.tokenizer, ["Say something.", "Name a fruit."], 2, 8,
+                     seed=step)
+        exp.ref_logprobs = exp.behaviour_logprobs - 0.02
+        exp.rewards = rewards
+        mask = exp.response_mask.float()
+        returns = sequence_returns(rewards, kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, "k1") * mask,
+                                   mask, 0.5)
+        metrics, advantages = learner.update(exp)
+        seen.append(metrics["reinforce/baseline"])
+        all_returns.append(returns)
+        assert torch.allclose(torch.tensor(advantages), returns - seen[-1], atol=1e-5)
+    first_mean = float(all_returns[0].mean())
+    assert seen[0] == pytest.approx(first_mean if first_baseline is None else first_baseline, abs=1e-6)
+    assert seen[1] == pytest.approx(first_mean, abs=1e-6)  # the first optimiser step set it to its batch's mean
+    assert learner.baseline.value == pytest.approx(0.99 * first_mean + 0.01 * float(all_returns[1].mean()), abs=1e-6)
+    assert learner.state()["baseline"]["updates"] == 2

@@ -42,14 +42,18 @@ def baseline_loo(returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
 
 
 class EmaBaseline:
-    """An exponential moving average of batch-mean returns, kept across steps.
+    """An exponential moving average of batch-mean returns, kept across steps and updated once per call (one
+    optimiser step).
 
-    init None starts it at the first batch's mean; a number starts it there (the study's MovingAverageBaseline:
-    decay 0.99 from 0, so early advantages are nearly the raw returns)."""
+    `init` is the baseline the first batch sees: None its own mean, 0.0 zero (the study's MovingAverageBaseline,
+    whose first batch's advantages are the raw returns). Either way the first update sets the average to that
+    batch's mean, as the study's `if not self.initialized: self.value = batch_mean` does; later updates fold
+    each batch in with `decay` (0.99 in the study)."""
 
     def __init__(self, decay: float = 0.9, init: float | None = None):
         self.decay = decay
         self.value: float | None = init
+        self.updates = 0
 
     def __call__(self, returns: torch.Tensor, group_ids: list[int] | None = None) -> torch.Tensor:
         """The average before this batch, for every sample; then folds this batch in."""
@@ -60,18 +64,21 @@ class EmaBaseline:
         return baseline
 
     def update(self, returns: torch.Tensor) -> None:
-        """Fold a batch's mean return into the average (the first batch sets it)."""
+        """Fold a batch's mean return into the average (the first update sets it)."""
         mean = returns.mean().item()
-        # b ← decay·b + (1 - decay)·mean(G)
-        self.value = mean if self.value is None else self.decay * self.value + (1 - self.decay) * mean
+        # b ← decay·b + (1 - decay)·mean(G); the first update: b ← mean(G)
+        self.value = mean if self.updates == 0 else self.decay * self.value + (1 - self.decay) * mean
+        self.updates += 1
 
     def state_dict(self) -> dict[str, float | None]:
-        """The running average, for checkpoints."""
-        return {"value": self.value}
+        """The running average and how many updates it has had, for checkpoints."""
+        return {"value": self.value, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, float | None]) -> None:
-        """Restore the running average saved by `state_dict`."""
+        """Restore the running average saved by `state_dict` (a checkpoint without `updates` has had one if it
+        holds a value)."""
         self.value = state["value"]
+        self.updates = int(state.get("updates", self.value is not None))
 
 
 BASELINES: dict[str, Baseline | type[EmaBaseline]] = {
