@@ -218,3 +218,55 @@ def test_helpsteer2_multi_turn_prompts_become_chat_turns():
     assert text.count("What is a prime?") == 1 and "A number with two divisors." in text and "<extra_id_1>" not in text
     with pytest.raises(DataError, match="not User or Assistant"):
         chat_turns("Hi<extra_id_1>Narrator\nOnce upon a time")
+
+
+HS2_ROWS = [  # HelpSteer2's columns: several rated responses per prompt, multi-turn prompts joined by <extra_id_1>
+    {"prompt": "one two<extra_id_1>Assistant\nthree<extra_id_1>User\nfour five", "response": "six",
+     "helpfulness": 3, "correctness": 3, "coherence": 4, "complexity": 1, "verbosity": 1},
+    {"prompt": "one two<extra_id_1>Assistant\nthree<extra_id_1>User\nfour five", "response": "five",
+     "helpfulness": 1, "correctness": 2, "coherence": 3, "complexity": 1, "verbosity": 2},
+    {"prompt": "six", "response": "one", "helpfulness": 2, "correctness": 2, "coherence": 2, "complexity": 0,
+     "verbosity": 1},
+]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
+def test_helpsteer2_local_copy_in_the_hubs_format_gives_chat_turns(tmp_path, suffix, monkeypatch):
+    """data.source=helpsteer2 with data.path: the local split, deduplicated, no hub call; a multi-turn prompt
+    reaches the chat template as alternating turns, not one user message."""
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub was called"))
+    path = tmp_path / f"validation{suffix}"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(HS2_ROWS), path)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in HS2_ROWS).encode()
+        if suffix.endswith(".gz"):
+            import gzip
+
+            text = gzip.compress(text)
+        path.write_bytes(text)
+    pset = load_prompts("helpsteer2", "eval", path=str(path))
+    assert pset.prompts == [HS2_ROWS[0]["prompt"], "six"] and pset.skipped == {"duplicate": 1}
+    assert format_prompt(_tokenizer(chat=True), pset.prompts[0]) == (
+        "<|user|>one two<eos><|assistant|>three<eos><|user|>four five<eos><|assistant|>")
+    assert format_prompt(_tokenizer(chat=True), pset.prompts[1]) == "<|user|>six<eos><|assistant|>"
+
+
+def test_helpsteer2_config_reads_the_local_copy(tmp_path):
+    from xrlhf.config import load_config
+
+    path = _write_jsonl(tmp_path / "train.jsonl", HS2_ROWS)
+    cfg = load_config(None, ["data.source=helpsteer2", f"data.path={path}"])
+    assert load_prompts(cfg.data.source, "train", cfg.data.path).prompts[1] == "six"
+
+
+def test_bad_gzip_names_the_file(tmp_path):
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="train.jsonl.gz: not a readable gzip file"):
+        load_prompts("helpsteer2", "train", path=str(path))

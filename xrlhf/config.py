@@ -38,7 +38,7 @@ class ModelConfig(Strict):
 
 class DataConfig(Strict):
     source: Literal["bundled", "helpsteer2", "hh_rlhf", "file"] = "bundled"
-    path: str | None = None
+    path: str | None = None  # source=file: the prompts; helpsteer2 / hh_rlhf: a local copy of the split (no hub)
     eval_source: Literal["bundled", "helpsteer2", "hh_rlhf", "file"] = "bundled"
     eval_path: str | None = None
     max_prompt_tokens: int = Field(256, gt=0)

@@ -51,7 +51,8 @@ def load_prompts(source: str, split: str = "train", path: str | None = None, tok
                  shuffle: bool = False) -> PromptSet:
     """The usable prompts of one source and split, with counts of the rows dropped and why.
 
-    `path` is required for source="file" (the file is the split) and, for "hh_rlhf", replaces the hub.
+    `path` is required for source="file" (the file is the split) and, for "hh_rlhf" and "helpsteer2", replaces
+    the hub with a local copy of the split (.jsonl, .jsonl.gz, .json or .parquet, in the hub's columns).
     `max_prompt_tokens` is counted with `tokenizer` when given, else as max_prompt_tokens × 4 characters:
     a rough estimate, not a bound. Shuffling (seeded) happens before `limit`, so a limit takes a sample.
     Skip reasons: empty, not_string, too_long, duplicate, malformed_json, missing_field, malformed_dialogue.
@@ -114,6 +115,8 @@ def _open_source(source: str, split: str, path: str | None) -> tuple[str, Iterab
         rows = (r for r in _records(BUNDLED_PATH) if isinstance(r, _Skip) or r.get("split") == split)
         return f"bundled prompts ({BUNDLED_PATH}, {split})", _column(rows, "prompt")
     if source == "helpsteer2":
+        if path:  # a local copy of one split (train.jsonl.gz / validation.jsonl.gz from the hub, or parquet)
+            return f"helpsteer2 ({path})", _column(_records(Path(path)), "prompt")
         hub_split = "train" if split == "train" else "validation"
         return f"helpsteer2 ({HELPSTEER2}, {hub_split})", _hub_column(HELPSTEER2, hub_split, "prompt")
     if source == "hh_rlhf":
@@ -132,16 +135,26 @@ def _records(path: Path) -> Iterator[dict | _Skip]:
     """The rows of a .jsonl, .json (a list of objects) or .parquet file; checks the file before iterating."""
     if not path.is_file():
         raise DataError(f"prompt file not found: {path}")
-    readers = {".jsonl": _jsonl_records, ".json": _json_records, ".parquet": _parquet_records}
-    reader = readers.get(path.suffix.lower())
+    readers = {".jsonl": _jsonl_records, ".jsonl.gz": _jsonl_records, ".json": _json_records,
+               ".parquet": _parquet_records}
+    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".jsonl.gz") else path.suffix.lower()
+    reader = readers.get(suffix)
     if reader is None:
-        raise DataError(f"{path}: unsupported prompt file type {path.suffix!r} (use .jsonl, .json or .parquet)")
+        raise DataError(f"{path}: unsupported prompt file type {path.suffix!r} (use .jsonl, .jsonl.gz, .json or "
+                        f".parquet)")
     return reader(path)
 
 
 def _decode(path: Path) -> str:
     """The file as UTF-8 text; a bad byte is reported with its line, since that is where a person looks."""
     data = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from e
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
