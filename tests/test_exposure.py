@@ -92,12 +92,17 @@ def test_local_training_without_ray_auth_binds_loopback_and_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_a_local_head_on_the_machine_address_without_auth_is_refused(tmp_path):
-    """RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 makes the local head bind the machine's address: with auth off, refused."""
-    out = _xrlhf("train", "configs/tiny.yaml", "steps=1", "--run-dir", str(tmp_path / "run"),
-                 env=_env(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1"), timeout=120)
-    assert out.returncode == 1 and "a local Ray head" in out.stderr and "RAY_AUTH_MODE=disabled" in out.stderr
-    assert "Traceback" not in out.stderr
+@pytest.mark.parametrize("what, overrides, env", [
+    ("a local Ray head", [], {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}),
+    ("Ray's dashboard", ["resources.include_dashboard=true", "resources.dashboard_host=0.0.0.0"], {}),
+], ids=["head-on-machine-address", "dashboard-on-all-interfaces"])
+def test_a_local_head_beyond_loopback_without_auth_is_refused(tmp_path, what, overrides, env):
+    """RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 (the head on the machine's address) or a dashboard on 0.0.0.0: with auth
+    off, `xrlhf train` is refused before Ray starts."""
+    out = _xrlhf("train", "configs/tiny.yaml", "steps=1", *overrides, "--run-dir", str(tmp_path / "run"),
+                 env=_env(RAY_AUTH_MODE="disabled", **env), timeout=120)
+    assert out.returncode == 1 and what in out.stderr and "RAY_AUTH_MODE=disabled" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
 
 
 def _loopback(ip: str) -> bool:

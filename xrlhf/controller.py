@@ -21,7 +21,7 @@ from xrlhf.algorithms.kl import kl_penalty
 from xrlhf.config import Config, ResourcesConfig, check_context
 from xrlhf.data import load_prompts
 from xrlhf.experience import Experience
-from xrlhf.exposure import require_auth_or_opt_in
+from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in
 from xrlhf.generation import merge_experiences
 from xrlhf.logs import eta
 from xrlhf.models import check_model_source, prepare_packaged
@@ -47,6 +47,9 @@ def init_ray(res: ResourcesConfig) -> None:
         return
     if (os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") or "").lower() in ("1", "true"):
         require_auth_or_opt_in("a local Ray head (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 binds the machine's address)",
+                               res.allow_unauthenticated_cluster)
+    if res.include_dashboard and beyond_loopback(res.dashboard_host):  # the dashboard accepts jobs: code to run
+        require_auth_or_opt_in(f"Ray's dashboard (resources.dashboard_host={res.dashboard_host})",
                                res.allow_unauthenticated_cluster)
     # No runtime_env: local workers inherit this environment, and no secret reaches Ray's logs.
     start_local_ray(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=res.include_dashboard,

@@ -63,12 +63,21 @@ def outside_listeners(pids: set[int]) -> list[tuple[int, str, int]]:
     for conn in psutil.net_connections(kind="inet"):
         if conn.status != psutil.CONN_LISTEN or conn.pid not in pids:
             continue
-        ip = conn.laddr.ip.split("%")[0]
-        addr = ipaddress.ip_address(ip)
-        mapped = getattr(addr, "ipv4_mapped", None)
-        if not (addr.is_loopback or (mapped is not None and mapped.is_loopback)):
+        if beyond_loopback(conn.laddr.ip):
             out.append((conn.pid, conn.laddr.ip, conn.laddr.port))
     return sorted(out)
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether a server bound to `host` is reachable beyond this machine's loopback (any name but localhost is)."""
+    if host == "localhost":
+        return False
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return True
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return not (addr.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def report_outside_listeners() -> list[tuple[int, str, int]]:
