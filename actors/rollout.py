@@ -53,5 +53,16 @@ class RolloutActor:
                          max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         return exp, time.perf_counter() - t0
 
+    def validate(self, prompts: list[str]) -> tuple[list[str], list[int]]:
+        """One greedy answer per held-out prompt with the current weights (eval.max_new_tokens): (texts, lengths)."""
+        e = self.cfg.eval
+        if self.vllm:
+            exp = self.sampler.sample(prompts, 1, e.max_new_tokens, 0.0, seed=0, policy_version=self.version,
+                                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        else:
+            exp = sample(self.model, self.tokenizer, prompts, 1, e.max_new_tokens, temperature=0.0, seed=0,
+                         policy_version=self.version, max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        return exp.responses, [int(n) for n in exp.response_mask.sum(-1)]
+
     def pid(self) -> int:
         return pid(self)

@@ -57,7 +57,12 @@ def test_tiny_compare_trains_every_algorithm_and_seed(compared):
     evals = read_jsonl(compared / "eval" / "eval.jsonl")
     assert {r["model"] for r in evals} == {"base", "ppo-seed0", "ppo-seed1", "reinforce-seed0", "reinforce-seed1"}
     pairs = read_jsonl(compared / "eval" / "pairwise.jsonl")
-    assert len(pairs) == 4 * 4 and all(p["p_first"] in (0.0, 0.5, 1.0) for p in pairs)
+    assert all(p["p_first"] in (0.0, 0.5, 1.0) for p in pairs)
+    # each trained model against base on 4 prompts, then PPO against REINFORCE directly, seed by seed
+    assert sorted({(p["model"], p["opponent"]) for p in pairs}) == sorted(
+        [(f"{a}-seed{s}", "base") for a in ("ppo", "reinforce") for s in (0, 1)]
+        + [(f"ppo-seed{s}", f"reinforce-seed{s}") for s in (0, 1)])
+    assert len(pairs) == 6 * 4
 
 
 @pytest.mark.integration

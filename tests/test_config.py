@@ -125,3 +125,46 @@ def test_cli_rejects_stray_arguments_that_are_not_overrides():
         parse_args(["judge", QUICK, "--prompt", "P", "not-an-override"])
     with pytest.raises(SystemExit):
         parse_args(["report", "some/dir", "--out", "o", "seed=3"])  # report takes no overrides
+
+
+def test_compare_arms_named_override_maps():
+    from xrlhf.compare import arm_config, arms, run_names
+
+    cfg = load_config("configs/study.yaml")
+    assert list(arms(cfg)) == ["ppo", "reinforce_ema", "rloo"] and len(cfg.compare.seeds) >= 3
+    ema = arm_config(cfg, "reinforce_ema", 2)
+    assert (ema.run_name, ema.seed, ema.algorithm.name) == ("reinforce_ema-seed2", 2, "reinforce")
+    assert (ema.algorithm.reinforce.baseline, ema.algorithm.reinforce.ema_decay,
+            ema.algorithm.reinforce.ema_init) == ("ema", 0.99, "zero")
+    assert arm_config(cfg, "rloo", 0).algorithm.reinforce.baseline == "loo"
+    assert arm_config(cfg, "ppo", 0).algorithm.name == "ppo"
+    # nested maps and dotted keys are the same; a command-line override reaches one arm only
+    over = load_config("configs/study.yaml", ["compare.arms.rloo.algorithm.lr=0.5"])
+    assert arm_config(over, "rloo", 0).algorithm.lr == 0.5 and arm_config(over, "ppo", 0).algorithm.lr == 2e-4
+    # the old form: one arm per algorithm, named after it
+    old = load_config("configs/tiny.yaml")
+    assert run_names(old) == {"ppo": ["ppo-seed0", "ppo-seed1"], "reinforce": ["reinforce-seed0", "reinforce-seed1"]}
+
+
+@pytest.mark.parametrize("override,named", [
+    ("compare.arms.x.algorithm.nme=1", "compare.arms.x: unknown config key 'algorithm.nme'"),
+    ("compare.arms={a-b: {algorithm.name: ppo}}", "arm name 'a-b'"),
+    ("compare.arms={a: {seed: 3}}", "compare.arms.a.seed: an arm cannot set seed"),
+    ("compare.arms={a: {algorithm.reinforce.baseline: loo, rollout.samples_per_prompt: 1}}",
+     "compare.arms.a: invalid config"),
+    ("compare.arms={}", "compare.arms must name at least one arm"),
+    ("eval.judge.dimensions={x: {definition: y}}", "eval.judge.dimensions ['x'] must name the training judge's"),
+    ("eval.judge.bogus=1", "unknown config key 'eval.judge.bogus'"),
+    ("eval.every_steps=-1", "eval.every_steps"),
+])
+def test_bad_arms_and_eval_judge_name_the_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/tiny.yaml", [override])
+    assert named in str(err.value)
+
+
+def test_eval_judge_is_its_own_judge_or_the_training_one():
+    same = load_config("configs/tiny.yaml")
+    assert same.eval.judge is None and same.eval_judge() is same.judge
+    own = load_config("configs/tiny.yaml", ["eval.judge.backend=rule", "eval.judge.rule.target=a"])
+    assert own.eval_judge().rule.target == "a" and own.judge.rule.target == "e"

@@ -112,3 +112,39 @@ def test_rose_and_fell():
     # a rose in both seeds (mean 0.15), b fell in both (−0.09), c disagrees across seeds, d moved < 0.05
     deltas = {"a": [0.1, 0.2], "b": [-0.1, -0.08], "c": [0.2, -0.01], "d": [0.01, 0.02]}
     assert rose_and_fell(deltas) == (["a"], ["b"])
+
+
+def test_position_consistency_counts_orders_that_agree():
+    from xrlhf.stats import position_consistency
+
+    # agree (first wins both), disagree (position), agree (tie both), disagree (position), missing: skipped
+    assert position_consistency([1.0, 1.0, 0.5, 0.0, None], [0.9, 0.0, 0.5, 1.0, 0.3]) == pytest.approx(2 / 4)
+    # a judge that always prefers the first shown: p_first = 1, p_second = 1 - 1 = 0 everywhere
+    assert position_consistency([1.0] * 5, [0.0] * 5) == 0.0
+    assert math.isnan(position_consistency([None], [1.0]))
+
+
+def test_length_controlled_win_rate_by_hand():
+    from xrlhf.stats import length_controlled_win_rate
+
+    # wins [1, 1, 0, .5] at Δlength [4, 0, -2, 1]: mean win .625, mean Δ .75, Σ(Δ-Δ̄)² = 18.75,
+    # Σ(w-w̄)(Δ-Δ̄) = 2.625, slope .14, fit at Δ = 0: .625 - .14·.75 = .52
+    assert length_controlled_win_rate([1.0, 1.0, 0.0, 0.5], [4, 0, -2, 1]) == pytest.approx(0.52)
+    # every win bought by length: the longer answer always wins, symmetric lengths -> a tie at equal length
+    assert length_controlled_win_rate([1.0, 0.0, 1.0, 0.0], [10, -10, 10, -10]) == pytest.approx(0.5)
+    # equal lengths: nothing to regress, the plain rate; the fit is clipped to [0, 1]
+    assert length_controlled_win_rate([1.0, 0.0, 1.0], [3, 3, 3]) == pytest.approx(2 / 3)
+    assert length_controlled_win_rate([1.0, 1.0, 0.0], [1, 2, 30]) == 1.0
+    assert math.isnan(length_controlled_win_rate([None], [1]))
+
+
+def test_interpolate_at_and_step_noise():
+    from xrlhf.stats import interpolate_at, step_noise
+
+    assert interpolate_at([0, 10, 20], [0.0, 1.0, 3.0], 15) == pytest.approx(2.0)
+    assert interpolate_at([20, 0, 10], [3.0, 0.0, 1.0], 10) == pytest.approx(1.0)  # unordered points are sorted
+    assert math.isnan(interpolate_at([0, 10], [0.0, 1.0], 11)) and math.isnan(interpolate_at([], [], 0))
+    assert step_noise([1, 2, 3, 4, 5]) == pytest.approx(0.0)  # a steady climb is no noise
+    # differences +1, -1, +1: sample variance 4/3, / 2 -> 2/3
+    assert step_noise([0, 1, 0, 1]) == pytest.approx(math.sqrt(2 / 3))
+    assert math.isnan(step_noise([1, None, 2]))

@@ -1,4 +1,5 @@
-"""`xrlhf compare`: PPO and REINFORCE from the same base, prompts, judge and seeds; then eval and report."""
+"""`xrlhf compare`: named arms (PPO, REINFORCE with a baseline, ...) from the same base, prompts, judge and seeds;
+then eval and report."""
 from __future__ import annotations
 
 import json
@@ -6,20 +7,43 @@ import logging
 import time
 from pathlib import Path
 
-from xrlhf.config import Config, with_overrides
+from typing import Any
+
+from xrlhf.config import Config, JudgeConfig, apply_overrides, with_overrides
 from xrlhf.logs import eta
 from xrlhf.rundir import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
+def arms(cfg: Config) -> dict[str, dict[str, Any]]:
+    """{arm: dotted-key overrides}: compare.arms, or one arm per compare.algorithms entry named after it."""
+    if cfg.compare.arms is not None:
+        return cfg.compare.arms
+    return {a: {"algorithm.name": a} for a in cfg.compare.algorithms}
+
+
+def arm_config(cfg: Config, arm: str, seed: int) -> Config:
+    """The config of one run: the arm's overrides on cfg, then its seed and run name ARM-seedN."""
+    run_cfg = apply_overrides(cfg, arms(cfg)[arm], f"compare.arms.{arm}.")
+    return with_overrides(run_cfg, seed=seed, run_name=f"{arm}-seed{seed}")
+
+
 def run_names(cfg: Config) -> dict[str, list[str]]:
-    """{algorithm: [run dir names]} in the order they train."""
-    return {a: [f"{a}-seed{s}" for s in cfg.compare.seeds] for a in cfg.compare.algorithms}
+    """{arm: [run dir names]} in the order they train."""
+    return {a: [f"{a}-seed{s}" for s in cfg.compare.seeds] for a in arms(cfg)}
+
+
+def judge_label(judge: JudgeConfig, policy_model: str) -> str:
+    """One line naming a judge: backend, model and mode (the rule judge: its target)."""
+    if judge.backend == "rule":
+        return f"rule (target {judge.rule.target!r})"
+    model = judge.http.model if judge.backend == "http" else (judge.model or policy_model)
+    return f"{judge.backend} {model}, mode {judge.mode}"
 
 
 def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
-    """Train every (algorithm, seed), evaluate all of them against the base, build the report.
+    """Train every (arm, seed), evaluate all of them against the base and each other, build the report.
 
     Re-running on the same directory resumes: finished runs are kept, a stopped one continues from its checkpoint.
     """
@@ -29,24 +53,31 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     names = run_names(cfg)
-    meta = {"algorithms": cfg.compare.algorithms, "seeds": cfg.compare.seeds, "runs": names,
+    arm_cfgs = {(a, seed): arm_config(cfg, a, seed) for a in names for seed in cfg.compare.seeds}
+    meta = {"algorithms": list(names), "seeds": cfg.compare.seeds, "runs": names,
+            "arms": {a: {"overrides": arms(cfg)[a], "algorithm": arm_cfgs[(a, cfg.compare.seeds[0])].algorithm.name}
+                     for a in names},
             "dimensions": {d: {"weight": v.weight, "direction": v.direction} for d, v in cfg.judge.dimensions.items()},
             "command": command, "model": cfg.model.name, "judge_model": cfg.judge.model or cfg.model.name,
-            "judge_backend": cfg.judge.backend, "steps": cfg.steps}
+            "judge_backend": cfg.judge.backend, "steps": cfg.steps,
+            "samples_per_step": cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt,
+            "judges": {"training": judge_label(cfg.judge, cfg.model.name),
+                       "evaluation": judge_label(cfg.eval_judge(), cfg.model.name),
+                       "evaluation_is_training": cfg.eval.judge is None},
+            "validation": {"every_steps": cfg.eval.every_steps, "prompts": cfg.eval.validation_prompts}}
     atomic_write_text(out / "compare.json", json.dumps(meta, indent=2))
     timings = {}
-    order = [(seed, algorithm) for seed in cfg.compare.seeds for algorithm in cfg.compare.algorithms]
-    for n, (seed, algorithm) in enumerate(order, 1):
-        name = f"{algorithm}-seed{seed}"
+    order = [(seed, a) for seed in cfg.compare.seeds for a in names]
+    for n, (seed, arm) in enumerate(order, 1):
+        name = f"{arm}-seed{seed}"
+        run_cfg = arm_cfgs[(arm, seed)]
         run = RunDir(out / name)
         ckpt = run.latest_checkpoint()
-        if ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["next_step"] >= cfg.steps:
+        if ckpt is not None and json.loads((ckpt / "trainer_state.json").read_text())["next_step"] >= run_cfg.steps:
             log.info("compare: run %d/%d %s already finished, kept", n, len(order), name)
             continue
-        log.info("compare: run %d/%d %s (%d steps; library warnings in %s)", n, len(order), name, cfg.steps,
+        log.info("compare: run %d/%d %s (%d steps; library warnings in %s)", n, len(order), name, run_cfg.steps,
                  run.path / "logs")
-        run_cfg = with_overrides(cfg, seed=seed, run_name=name,
-                                 algorithm={**cfg.algorithm.model_dump(), "name": algorithm})
         t0 = time.perf_counter()
         controller = Controller(run_cfg, run.path, resume=True)
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,10 +270,37 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(48, gt=0)
     temperature: float = Field(0.0, ge=0)  # 0 = greedy
     pairwise: bool = True
+    # Validation curve during training: every this many steps (0 = off) the current policy answers the first
+    # `validation_prompts` prompts of the eval split greedily (eval.max_new_tokens) through the rollout actor, and
+    # the training judge scores them: val/reward and val/<dimension> in metrics.jsonl.
+    every_steps: int = Field(0, ge=0)
+    validation_prompts: int = Field(8, gt=0)
+    # The judge of the held-out evaluation (xrlhf eval / compare): the same schema as `judge`, a judge of its own
+    # (a policy that games its training judge shows it here). None: the training judge.
+    judge: JudgeConfig | None = None
+
+
+ARM_NAME = r"[A-Za-z0-9_]+"
+ARM_FIXED = ("seed", "run_name", "output_dir", "compare")  # the compare sets these, the same for every arm
+
+
+def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"algorithm": {"name": "ppo"}} and {"algorithm.name": "ppo"} both as {"algorithm.name": "ppo"}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_overrides(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
 
 
 class CompareConfig(Strict):
     algorithms: list[Literal["ppo", "reinforce"]] = ["ppo", "reinforce"]
+    # Named arms, each a map of config overrides on top of this config ({"algorithm.name": "ppo"} or nested);
+    # run dirs are ARM-seedN. None: one arm per entry of `algorithms`, named after it.
+    arms: dict[str, dict[str, Any]] | None = None
     seeds: list[int] = [0]
 
     @field_validator("seeds")
@@ -281,6 +309,28 @@ class CompareConfig(Strict):
         if not v:
             raise ValueError("compare.seeds must list at least one seed")
         return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, v: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        import re
+
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("compare.arms must name at least one arm (or leave it out and use compare.algorithms)")
+        out = {}
+        for name, overrides in v.items():
+            if not re.fullmatch(ARM_NAME, name):
+                raise ValueError(f"compare.arms: arm name {name!r} must be letters, digits and _ (it names run dirs "
+                                 f"ARM-seedN)")
+            flat = flatten_overrides(overrides or {})
+            for key in flat:
+                if key.split(".")[0] in ARM_FIXED:
+                    raise ValueError(f"compare.arms.{name}.{key}: an arm cannot set {key.split('.')[0]}; the compare "
+                                     f"gives every arm the same {', '.join(ARM_FIXED)}")
+            out[name] = flat
+        return out
 
 
 class Config(Strict):
@@ -304,7 +354,15 @@ class Config(Strict):
         if self.algorithm.name == "reinforce" and self.algorithm.reinforce.baseline == "loo" \
                 and self.rollout.samples_per_prompt < 2:
             raise ValueError("algorithm.reinforce.baseline=loo needs rollout.samples_per_prompt >= 2")
+        if self.eval.judge is not None and list(self.eval.judge.dimensions) != list(self.judge.dimensions):
+            raise ValueError(f"eval.judge.dimensions {list(self.eval.judge.dimensions)} must name the training "
+                             f"judge's dimensions {list(self.judge.dimensions)}, in order, so scores compare "
+                             f"dimension by dimension (weights and definitions may differ)")
         return self
+
+    def eval_judge(self) -> JudgeConfig:
+        """The judge of the held-out evaluation: eval.judge, or the training judge when that is None."""
+        return self.eval.judge or self.judge
 
 
 def _format_error(err: ValidationError) -> str:
@@ -345,6 +403,12 @@ def _apply(tree: dict[str, Any], parts: list[str], value: Any) -> None:
 
 def _check_key(parts: list[str], value: Any = None) -> None:
     """Fail on an override key the schema does not have, naming the whole dotted key."""
+    if parts[:2] == ["compare", "arms"] and len(parts) > 3:
+        try:  # compare.arms.ARM.<key>: an arm's override is itself a config key
+            _check_key(parts[3:], value)
+        except ConfigError as exc:
+            raise ConfigError(f"compare.arms.{parts[2]}: {exc}") from None
+        return
     node: Any = Config
     for i, part in enumerate(parts):
         if isinstance(node, type) and issubclass(node, BaseModel):
@@ -365,6 +429,9 @@ def _model_in(annotation: Any) -> Any:
         return annotation
     if getattr(annotation, "__origin__", None) is dict:
         return dict
+    for arg in typing.get_args(annotation):  # X | None
+        if arg is not type(None) and _model_in(arg) is not None:
+            return _model_in(arg)
     return None
 
 
@@ -400,9 +467,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _check_key(parts, value)
         _apply(tree, parts, value)
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
+    for name, arm in (cfg.compare.arms or {}).items():
+        apply_overrides(cfg, arm, f"compare.arms.{name}.")  # a bad arm fails here, before anything trains
+    return cfg
 
 
 def check_context(cfg: Config) -> None:
@@ -424,6 +494,23 @@ def check_context(cfg: Config) -> None:
             raise ConfigError(f"{key} = {value}: with data.max_prompt_tokens = {prompt} that is {prompt + value} "
                               f"tokens, beyond the {limit}-token context of model {cfg.model.name!r}; "
                               f"at most {limit - prompt}")
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], where: str = "") -> Config:
+    """A copy of cfg with dotted-key overrides ({"algorithm.name": "ppo"}) applied and re-validated; errors name
+    each key after `where` (e.g. "compare.arms.ppo.")."""
+    tree = copy.deepcopy(cfg.model_dump(mode="python"))
+    for key, value in overrides.items():
+        parts = key.split(".")
+        try:
+            _check_key(parts, value)
+            _apply(tree, parts, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{key}: {exc}") from None
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(f"{where.rstrip('.')}: " + _format_error(err)) from None
 
 
 def dump_config(cfg: Config) -> str:

@@ -26,6 +26,7 @@ from xrlhf.generation import merge_experiences
 from xrlhf.logs import eta
 from xrlhf.models import check_model_source, prepare_packaged
 from xrlhf.rundir import RunDir
+from xrlhf.validation import Progress, validation_due, validation_metrics, validation_prompts
 
 log = logging.getLogger(__name__)
 RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -195,7 +196,10 @@ class Controller:
             start = trainer_state["next_step"]
             log.info("resumed from %s at step %d", ckpt.name, start)
         self.run.truncate_after(start)
+        self.progress = Progress.resume(self.run.read_metrics())
+        self.val_prompts = validation_prompts(cfg)
         self._sync_weights()
+        self.val_start = self._validate("val_start") if start == 0 and self.val_prompts else {}
         self.wandb = _wandb_run(cfg, self.run.path)
         self.judge_last_success = time.monotonic()
         self.t_steps, self.steps_done = 0.0, 0
@@ -283,6 +287,12 @@ class Controller:
                  "time/judge": t_judge,
                  "time/learner": t_learner, "time/sync": t_sync, "time/step": time.perf_counter() - t_step}
         row = self._metrics_row(step, exp, judgements, advantages, metrics, times, judge_stats)
+        row.update(self.progress.advance(len(exp.responses), judge_stats.get("requests", len(exp.responses)),
+                                         times["time/step"]))
+        if step == 0:
+            row.update(self.val_start)
+        if validation_due(self.cfg, step) and self.val_prompts:
+            row.update(self._validate("val"))
         self.run.append(self.run.metrics, [row])
         self.run.append(self.run.samples, self._sample_rows(step, exp, judgements, advantages))
         self.t_steps, self.steps_done = self.t_steps + times["time/step"], self.steps_done + 1
@@ -301,6 +311,28 @@ class Controller:
                                         f"stopped after step {step} with a checkpoint in {self.run.checkpoints} "
                                         f"(a resumed run goes on at step {step + 1})")
         return row
+
+    def _validate(self, prefix: str) -> dict[str, Any]:
+        """The current policy's greedy answers to the validation prompts, scored by the training judges. An actor
+        lost here costs this point of the curve only (logged), not a retry of the step's update."""
+        g, t0 = self.graph, time.perf_counter()
+        try:
+            texts, lengths = ray.get(g.rollouts[0].validate.remote(self.val_prompts))
+            idx_chunks = _split(list(range(len(texts))), len(g.judges))
+            judged = ray.get([j.score.remote([self.val_prompts[i] for i in idx], [texts[i] for i in idx])
+                              for j, idx in zip(g.judges, idx_chunks)])
+        except RETRYABLE as exc:
+            log.warning("%s: validation lost an actor (%s); no %s point this step", self.cfg.run_name,
+                        type(exc).__name__, prefix)
+            return {}
+        out: dict[str, Any] = validation_metrics([j for part in judged for j in part[0]], lengths,
+                                                 list(self.cfg.judge.dimensions), prefix)
+        out[f"{prefix}/judge_requests"] = _sum_stats([part[2] for part in judged]).get("requests", len(texts))
+        out[f"time/{prefix}"] = time.perf_counter() - t0
+        log.info("%s %s reward %.3f on %d held-out prompts (%.1fs)", self.cfg.run_name, prefix,
+                 out[f"{prefix}/reward"] if out[f"{prefix}/reward"] is not None else float("nan"), len(texts),
+                 out[f"time/{prefix}"])
+        return out
 
     def _judge_gave_up(self, step: int, valid: list[int]) -> bool:
         """Whether to stop after this step: judge.max_consecutive_failed_steps steps or

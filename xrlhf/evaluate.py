@@ -56,7 +56,10 @@ def generate_all(cfg: Config, checkpoints: dict[str, str], prompts: list[str]) -
 
 
 def evaluate(cfg: Config, checkpoints: dict[str, str], out_dir: Path, judge: Any = None) -> Path:
-    """Write eval.jsonl (every model × prompt, judged on every dimension) and pairwise.jsonl (vs base, both orders)."""
+    """Write eval.jsonl (every model × prompt, judged on every dimension by the evaluation judge, eval.judge or the
+    training judge), pairwise.jsonl (each model vs base and, per seed, each arm vs each other arm, both orders) and
+    judge.json (which judge scored them)."""
+    from xrlhf.compare import judge_label
     from xrlhf.judge import build_judge
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,9 @@ def evaluate(cfg: Config, checkpoints: dict[str, str], out_dir: Path, judge: Any
                         limit=cfg.eval.num_prompts)
     prompts = pset.prompts
     responses = generate_all(cfg, checkpoints, prompts)
-    judge = judge or build_judge(cfg.judge, cfg.model.name, cfg.model.cache_dir)
+    judge = judge or build_judge(cfg.eval_judge(), cfg.model.name, cfg.model.cache_dir)
+    (out_dir / "judge.json").write_text(json.dumps({"evaluation": judge_label(cfg.eval_judge(), cfg.model.name),
+                                                    "evaluation_is_training": cfg.eval.judge is None}), "utf-8")
     rows = []
     for name, (texts, lengths) in responses.items():
         algorithm, seed = ("base", None) if name == "base" else _name_meta(name)
@@ -75,18 +80,38 @@ def evaluate(cfg: Config, checkpoints: dict[str, str], out_dir: Path, judge: Any
     _write_jsonl(out_dir / "eval.jsonl", rows)
     pair_rows = []
     if cfg.eval.pairwise:
-        base_texts = responses["base"][0]
-        for name, (texts, _) in responses.items():
-            if name == "base":
-                continue
-            algorithm, seed = _name_meta(name)
-            first = judge.compare(prompts, texts, base_texts)  # P(model better | shown first)
-            second = judge.compare(prompts, base_texts, texts)  # P(base better | base shown first)
-            for pid, (a, b) in enumerate(zip(first, second)):
-                pair_rows.append({"model": name, "algorithm": algorithm, "seed": seed, "prompt_id": pid,
-                                  "p_first": a, "p_second": None if b is None else 1.0 - b})
+        for name, opponent in pairings(list(responses)):
+            pair_rows += _pairwise(judge, prompts, name, responses[name], opponent, responses[opponent])
     _write_jsonl(out_dir / "pairwise.jsonl", pair_rows)
     return out_dir
+
+
+def pairings(models: list[str]) -> list[tuple[str, str]]:
+    """(model, opponent): every trained model against base, then for each pair of arms, in the order they come,
+    their runs of the same seed (ppo-seed0 vs reinforce-seed0): a direct comparison per seed pair."""
+    trained = [m for m in models if m != "base"]
+    out = [(m, "base") for m in trained] if "base" in models else []
+    arms = list(dict.fromkeys(_name_meta(m)[0] for m in trained))
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            by_seed = {_name_meta(m)[1]: m for m in trained if _name_meta(m)[0] == b}
+            out += [(m, by_seed[_name_meta(m)[1]]) for m in trained
+                    if _name_meta(m)[0] == a and _name_meta(m)[1] in by_seed]
+    return out
+
+
+def _pairwise(judge: Any, prompts: list[str], name: str, mine: tuple[list[str], list[int]], opponent: str,
+              theirs: tuple[list[str], list[int]]) -> list[dict[str, Any]]:
+    """Rows of one model vs one opponent, both presentation orders: p_first = P(model better | shown first),
+    p_second = P(model better | shown second)."""
+    algorithm, seed = _name_meta(name)
+    first = judge.compare(prompts, mine[0], theirs[0])
+    second = judge.compare(prompts, theirs[0], mine[0])  # P(opponent better | opponent shown first)
+    return [{"model": name, "algorithm": algorithm, "seed": seed, "opponent": opponent,
+             "opponent_algorithm": "base" if opponent == "base" else _name_meta(opponent)[0], "prompt_id": pid,
+             "p_first": a, "p_second": None if b is None else 1.0 - b, "length": mine[1][pid],
+             "opponent_length": theirs[1][pid]}
+            for pid, (a, b) in enumerate(zip(first, second))]
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xrlhf.stats import finite, prompt_wins
+from xrlhf.stats import (MIN_POSITION_CONSISTENCY, finite, length_controlled_win_rate, position_consistency,
+                         prompt_wins)
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,47 @@ def eval_mean(rows: list[dict[str, Any]], dim: str | None = None) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+@dataclass
+class Pairing:
+    """One model against one opponent (base, or another arm's run of the same seed) on the eval prompts."""
+
+    model: str
+    algorithm: str
+    opponent: str
+    opponent_algorithm: str
+    seed: int | None
+    wins: list[float]  # per prompt with both verdicts, (p_first + p_second) / 2
+    skipped: int
+    consistency: float  # share of prompts whose two orders agree (stats.position_consistency)
+    length_controlled: float  # stats.length_controlled_win_rate
+
+    @property
+    def rate(self) -> float:
+        return sum(self.wins) / len(self.wins) if self.wins else math.nan
+
+    @property
+    def position_biased(self) -> bool:
+        """The two orders disagree too often for the win rate to say anything (stats.MIN_POSITION_CONSISTENCY)."""
+        return not self.consistency >= MIN_POSITION_CONSISTENCY  # nan counts as biased: nothing to go on
+
+
+def pairings(data: CompareData) -> list[Pairing]:
+    """Every (model, opponent) of pairwise.jsonl, in file order; rows without an opponent are against base."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in data.pairwise_rows:
+        grouped.setdefault((str(row.get("model")), str(row.get("opponent") or "base")), []).append(row)
+    out = []
+    for (model, opponent), rows in grouped.items():
+        first, second = [r.get("p_first") for r in rows], [r.get("p_second") for r in rows]
+        wins, skipped = prompt_wins(first, second)
+        both = [r for r in rows if len(finite([r.get("p_first"), r.get("p_second")])) == 2]
+        diffs = [_num(r.get("length")) - _num(r.get("opponent_length")) for r in both]
+        out.append(Pairing(model, str(rows[0].get("algorithm")), opponent,
+                           str(rows[0].get("opponent_algorithm") or "base"), rows[0].get("seed"), wins, skipped,
+                           position_consistency(first, second), length_controlled_win_rate(wins, diffs)))
+    return out
+
+
 def wins_by_model(data: CompareData) -> dict[str, tuple[str, list[float], int]]:
     """{model: (algorithm, per-prompt wins over base, prompts skipped)} from pairwise.jsonl."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in data.pairwise_rows:
-        grouped.setdefault(str(row.get("model")), []).append(row)
-    out = {}
-    for model, rows in grouped.items():
-        wins, skipped = prompt_wins([r.get("p_first") for r in rows], [r.get("p_second") for r in rows])
-        out[model] = (str(rows[0].get("algorithm")), wins, skipped)
-    return out
+    return {p.model: (p.algorithm, p.wins, p.skipped) for p in pairings(data) if p.opponent == "base"}

@@ -220,3 +220,58 @@ def rose_and_fell(deltas: dict[str, Sequence[Number]], tol: float = 0.05) -> tup
         elif mean < -tol and all(x < 0 for x in xs):
             fell.append(dim)
     return rose, fell
+
+
+# Below this share of prompts whose two presentation orders name the same winner, the pairwise judge's verdicts
+# follow position more than content: a judge that flips a fair coin per order agrees with itself half the time.
+MIN_POSITION_CONSISTENCY = 0.5
+
+
+def position_consistency(p_first: Sequence[Number], p_second: Sequence[Number]) -> float:
+    """Share of prompts (with both verdicts) whose two orders agree: the same response preferred, or a tie both
+    times. A judge that only follows position (always the first) scores 0; nan when no prompt has both."""
+    pairs = [(float(a), float(b)) for a, b in zip(p_first, p_second) if len(finite([a, b])) == 2]
+    if not pairs:
+        return math.nan
+    agree = sum(1 for a, b in pairs if (a > 0.5) == (b > 0.5) and (a < 0.5) == (b < 0.5))
+    return agree / len(pairs)
+
+
+def length_controlled_win_rate(wins: Sequence[Number], length_diffs: Sequence[Number]) -> float:
+    """Win rate with response length regressed out: the OLS fit win ≈ a + b·Δlength (Δ = model − opponent tokens,
+    per prompt) read at Δ = 0, i.e. the win rate a response of the opponent's length would get; clipped to [0, 1].
+
+    Equal lengths everywhere leave nothing to regress: the plain mean. nan without a prompt that has both values.
+    """
+    pairs = [(float(w), float(d)) for w, d in zip(wins, length_diffs) if len(finite([w, d])) == 2]
+    if not pairs:
+        return math.nan
+    w_mean = sum(w for w, _ in pairs) / len(pairs)
+    d_mean = sum(d for _, d in pairs) / len(pairs)
+    var = sum((d - d_mean) ** 2 for _, d in pairs)
+    if var == 0:
+        return w_mean
+    slope = sum((w - w_mean) * (d - d_mean) for w, d in pairs) / var
+    # a = mean(w) − b·mean(Δ): the fitted win at Δ = 0
+    return min(1.0, max(0.0, w_mean - slope * d_mean))
+
+
+def interpolate_at(xs: Sequence[Number], ys: Sequence[Number], x: float) -> float:
+    """y at x by linear interpolation between the points (x ascending); nan outside their range or without points."""
+    pts = sorted((float(a), float(b)) for a, b in zip(xs, ys) if len(finite([a, b])) == 2)
+    if not pts or not pts[0][0] <= x <= pts[-1][0]:
+        return math.nan
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[0][1]
+
+
+def step_noise(series: Sequence[Number]) -> float:
+    """Step-to-step noise of a curve: std of its successive differences / √2 (a steady trend barely moves it, unlike
+    the plain std); nan with fewer than three values."""
+    xs = finite(series)
+    if len(xs) < 3:
+        return math.nan
+    diffs = [b - a for a, b in zip(xs, xs[1:])]
+    return math.sqrt(_sample_var(diffs) / 2)
