@@ -140,3 +140,14 @@ def test_auth_mode_is_read_as_ray_reads_it():
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert {m: v["xrlhf"] for m, v in seen.items()} == {m: v["ray"] for m, v in seen.items()}
     assert seen["None"]["ray"] is False and seen["'off'"]["ray"] is True  # both readings are exercised
+
+
+def test_serve_judge_beyond_loopback_without_a_token_is_refused(tmp_path):
+    """Even with Ray's auth on, the judge's own HTTP port on 0.0.0.0 with no bearer token would answer anyone:
+    refused before Ray starts, naming judge.serve.auth_token_env."""
+    out = _xrlhf("serve-judge", *TINY_JUDGE, f"judge.serve.port={_port()}", "judge.serve.host=0.0.0.0",
+                 env=_env(RAY_AUTH_MODE="token"), timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    line = out.stderr.strip()
+    assert "\n" not in line and "judge.serve.host = 0.0.0.0" in line and "judge.serve.auth_token_env" in line
+    assert "Started a local Ray instance" not in out.stderr

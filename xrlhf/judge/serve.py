@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from ray import serve
 
 from xrlhf.config import Config, ConfigError
-from xrlhf.exposure import auth_disabled, report_outside_listeners, require_auth_or_opt_in
+from xrlhf.exposure import (ExposureError, auth_disabled, beyond_loopback, report_outside_listeners,
+                            require_auth_or_opt_in)
 from xrlhf.judge.completions import MAX_TOP_LOGPROBS, CompletionJob, complete_batch
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,14 @@ def start_judge_server(cfg: Config, blocking: bool = False) -> str:
     """
     s, j = cfg.judge.serve, cfg.judge
     token_sha256 = _token_sha256(cfg)
+    if token_sha256 is None and beyond_loopback(s.host):
+        if not cfg.resources.allow_unauthenticated_cluster:
+            raise ExposureError(f"judge.serve.host = {s.host} serves the judge beyond 127.0.0.1 with no bearer token: "
+                                f"set judge.serve.auth_token_env to the name of an environment variable holding one, "
+                                f"or keep judge.serve.host=127.0.0.1, or, on a trusted private network only, set "
+                                f"resources.allow_unauthenticated_cluster=true")
+        log.warning("the judge's HTTP port on %s answers without a token, as "
+                    "resources.allow_unauthenticated_cluster=true allows", s.host)
     allowed = cfg.resources.allow_unauthenticated_cluster
     what = "Ray Serve (its replicas' gRPC servers bind [::])"
     require_auth_or_opt_in(what, allowed)  # before anything starts
