@@ -14,6 +14,7 @@ from xrlhf import report_figures as figs
 from xrlhf.report_data import CompareData, load_compare
 from xrlhf.report_sections import (attribution_section, curves_section, dimensions_section, examples_section,
                                    hacking_section, stability_section, timing_section, winrates_section)
+from xrlhf.report_study import study_section
 from xrlhf.report_summary import summary_section
 
 __all__ = ["build_report", "load_compare"]
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FIGURES: dict[str, Callable[[CompareData], bytes | None]] = {
     "curves": figs.curves_figure,
+    "validation": figs.validation_figure,
     "dimension_curves": figs.dimension_curves_figure,
     "eval_dimensions": figs.eval_bars_figure,
     "attribution": figs.attribution_figure,
@@ -53,7 +55,8 @@ def build_report(compare_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir) if out_dir is not None else compare_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     images = render_figures(data, out_dir)
-    sections = [summary_section(data), curves_section(data, images), dimensions_section(data, images),
+    sections = [summary_section(data), study_section(data, images), curves_section(data, images),
+                dimensions_section(data, images),
                 attribution_section(data, images), hacking_section(data, images), examples_section(data),
                 stability_section(data), timing_section(data, images), winrates_section(data)]
     path = out_dir / "report.html"
@@ -79,13 +82,18 @@ def render_figures(data: CompareData, out_dir: Path) -> dict[str, str | None]:
 def _page(data: CompareData, sections: list[str]) -> str:
     title = "xrlhf comparison: " + " vs ".join(data.algorithms)
     meta = data.meta
+    judges = meta.get("judges") or {"training": meta.get("judge_model", "?")}
     lines = [f"model <code>{html.escape(str(meta.get('model', '?')))}</code>",
-             f"judge <code>{html.escape(str(meta.get('judge_model', '?')))}</code>",
+             f"training judge (training rewards, validation curve) <code>{html.escape(str(judges['training']))}</code>",
+             "evaluation judge (held-out scores, win rates) "
+             + (f"<code>{html.escape(str(judges['evaluation']))}</code>"
+                + (" (the training judge)" if judges.get("evaluation_is_training") else "")
+                if "evaluation" in judges else "the training judge"),
              f"directory <code>{html.escape(str(data.path))}</code>"]
     if meta.get("command"):
         lines.append(f"command <code>{html.escape(str(meta['command']))}</code>")
     nav = " ".join(f'<a href="#{sid}">{sid}</a>' for sid in
-                   ("summary", "curves", "dimensions", "attribution", "hacking", "examples", "stability",
+                   ("summary", "study", "curves", "dimensions", "attribution", "hacking", "examples", "stability",
                     "timing", "winrates"))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"

@@ -205,3 +205,31 @@ def pairings(data: CompareData) -> list[Pairing]:
 def wins_by_model(data: CompareData) -> dict[str, tuple[str, list[float], int]]:
     """{model: (algorithm, per-prompt wins over base, prompts skipped)} from pairwise.jsonl."""
     return {p.model: (p.algorithm, p.wins, p.skipped) for p in pairings(data) if p.opponent == "base"}
+
+
+VAL_AXES = {"step": "updates (steps)", "samples": "samples generated", "judge_calls": "judge calls (training)",
+            "wall_s": "wall seconds (training steps)"}
+
+
+def val_curve(run: Run, axis: str = "samples", key: str = "reward") -> tuple[list[float], list[float]]:
+    """The run's held-out validation curve of val/<key>: the policy before training at x = 0 (val_start), then
+    after each validated step at x = its updates, or cumulative progress/<axis> (samples, judge_calls, wall_s)."""
+    if axis not in VAL_AXES:
+        raise ValueError(f"axis must be one of {list(VAL_AXES)}, got {axis!r}")
+    xs, ys = [], []
+    for row in run.metrics:
+        start = _num(row.get(f"val_start/{key}"))
+        if math.isfinite(start):
+            xs.append(0.0)
+            ys.append(start)
+        value = _num(row.get(f"val/{key}"))
+        if math.isfinite(value):
+            xs.append(float(row["step"] + 1) if axis == "step" else _num(row.get(f"progress/{axis}")))
+            ys.append(value)
+    return xs, ys
+
+
+def common_reach(runs: list[Run], axis: str) -> float:
+    """The furthest x every run's validation curve reaches (nan when some run has none): where they can be compared."""
+    ends = [max(finite(val_curve(r, axis)[0]), default=math.nan) for r in runs]
+    return min(ends) if ends and all(math.isfinite(e) for e in ends) else math.nan

@@ -9,8 +9,9 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from xrlhf.report_data import CompareData, aligned, eval_by_model, eval_mean, model_algorithm
-from xrlhf.stats import mean_ci, smooth
+from xrlhf.report_data import (VAL_AXES, CompareData, aligned, common_reach, eval_by_model, eval_mean, model_algorithm,
+                               val_curve)
+from xrlhf.stats import interpolate_at, mean_ci, smooth
 
 STAGES = ("rollout", "reference", "judge", "learner", "sync")
 MAX_SCATTER_POINTS = 2000
@@ -210,4 +211,48 @@ def timing_figure(data: CompareData) -> bytes | None:
         bottom += heights
     ax.set_ylabel("seconds per step")
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _png(fig)
+
+
+def val_grid(runs: list, axis: str) -> list[float]:
+    """x values where an arm's seeds are averaged: their validation points up to the x all of them reach (on the
+    wall-seconds axis, where each run has its own times, 25 even steps up to it)."""
+    reach = common_reach(runs, axis)
+    if not math.isfinite(reach):
+        return []
+    if axis == "wall_s":
+        return list(np.linspace(0.0, reach, 25))
+    return sorted({x for r in runs for x in val_curve(r, axis)[0] if x <= reach})
+
+
+def val_band(runs: list, axis: str, key: str = "reward") -> tuple[list[float], list[tuple[float, float, float]]]:
+    """(grid, per grid x the mean over seeds with its 95% t interval) of the linearly interpolated curves."""
+    grid = val_grid(runs, axis)
+    return grid, [mean_ci([interpolate_at(*val_curve(r, axis, key), x) for r in runs]) for x in grid]
+
+
+def validation_figure(data: CompareData) -> bytes | None:
+    """Held-out judged reward of each arm against updates, samples, judge calls and wall seconds: mean over seeds,
+    band = 95% t interval over seeds (points between validations are linear interpolations)."""
+    if not any(val_curve(r)[0] for r in data.all_runs()):
+        return None
+    fig, axes = _panel_grid(len(VAL_AXES), ncols=2, height=3.2)
+    for ax, (axis, label) in zip(axes, VAL_AXES.items()):
+        for a in data.algorithms:
+            runs = [r for r in data.runs.get(a, []) if val_curve(r, axis)[0]]
+            grid, cis = val_band(runs, axis) if runs else ([], [])
+            if not grid:
+                continue
+            c = colour(a, data.algorithms)
+            mean, lo, hi = (np.array([ci[i] for ci in cis], dtype=float) for i in range(3))
+            ax.plot(grid, mean, color=c, marker="o" if axis != "wall_s" else None, markersize=3,
+                    label=f"{a} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            if np.isfinite(lo).any():
+                ax.fill_between(grid, lo, hi, color=c, alpha=0.2, linewidth=0)
+        ax.set(title=f"held-out reward vs {label}", xlabel=label)
+        ax.title.set_fontsize(10)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            _no_data(ax)
     return _png(fig)

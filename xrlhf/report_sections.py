@@ -8,10 +8,11 @@ import math
 from html import escape
 from typing import Any
 
-from xrlhf.report_data import (CompareData, Run, early_late_delta, eval_by_model, eval_mean, final_value,
-                               model_algorithm, wins_by_model)
+from xrlhf.report_data import (CompareData, Pairing, Run, early_late_delta, eval_by_model, eval_mean, final_value,
+                               model_algorithm, pairings)
 from xrlhf.report_figures import STAGES, smooth_window, stage_seconds
-from xrlhf.stats import finite, kl_spikes, mean_ci, rose_and_fell, steps_to_fraction, win_rate_ci
+from xrlhf.stats import (MIN_POSITION_CONSISTENCY, finite, kl_spikes, mean_ci, rose_and_fell, steps_to_fraction,
+                         win_rate_ci)
 
 ROSE_FELL_TOL = 0.05
 N_EXAMPLES = 4
@@ -74,9 +75,12 @@ def eval_rewards(data: CompareData, algorithm: str) -> list[float]:
     return [eval_mean(rows) for rows in eval_by_model(data).values() if model_algorithm(rows) == algorithm]
 
 
-def seed_win_rates(data: CompareData, algorithm: str) -> list[float]:
-    """Per trained model of `algorithm`, its win rate over base (nan if no prompt had both verdicts)."""
-    return [sum(w) / len(w) if w else math.nan for alg, w, _ in wins_by_model(data).values() if alg == algorithm]
+def seed_win_rates(data: CompareData, algorithm: str, opponent: str = "base", length_controlled: bool = False
+                   ) -> list[float]:
+    """Per trained model of `algorithm`, its win rate over `opponent` (base, or another arm's run of the same seed);
+    nan where no prompt had both verdicts or the judge was position-biased there (cannot tell)."""
+    return [math.nan if p.position_biased else (p.length_controlled if length_controlled else p.rate)
+            for p in pairings(data) if p.algorithm == algorithm and p.opponent_algorithm == opponent]
 
 
 def n_steps(data: CompareData) -> int:
@@ -198,21 +202,57 @@ def _stability_row(run: Run, reach: float) -> list[str]:
 
 
 def winrates_section(data: CompareData) -> str:
-    wins = wins_by_model(data)
-    if not wins:
-        return section("winrates", "Win rates vs base", note("No pairwise judgements yet: eval/pairwise.jsonl not "
-                                                             "found or empty."))
-    rows = []
-    for model, (alg, w, skipped) in sorted(wins.items(), key=lambda kv: (kv[1][0], kv[0])):
-        rows.append([escape(model), escape(alg), f'<td class="num">{len(w)}</td>', f'<td class="num">{skipped}</td>',
-                     ci_cell(win_rate_ci(w), "win_rate_model", model, over="prompts")])
-    per_alg = [[escape(a), ci_cell(mean_ci(seed_win_rates(data, a)), "win_rate", a)] for a in data.algorithms]
+    pairs = pairings(data)
+    if not pairs:
+        return section("winrates", "Win rates", note("No pairwise judgements yet: eval/pairwise.jsonl not found or "
+                                                     "empty."))
+    rows = [[escape(p.model), escape(p.opponent), f'<td class="num">{len(p.wins)}</td>',
+             f'<td class="num">{p.skipped}</td>', f'<td class="num">{fmt(p.consistency)}</td>',
+             _pair_rate_cell(p), _lc_cell(p)] for p in sorted(pairs, key=lambda p: (p.opponent != "base", p.model))]
     body = ("<p>Per prompt, win = (P(better | shown first) + P(better | shown second)) / 2, so a tie counts half and "
-            "position bias cancels; a prompt missing either verdict is skipped. Per model: 95% Wilson interval over "
-            "prompts.</p>")
-    body += table(["model", "algorithm", "prompts", "skipped", "win rate [95% Wilson]"], rows)
-    body += "<p>Per algorithm: mean of its seeds' win rates, 95% t interval over seeds.</p>"
-    return section("winrates", "Win rates vs base", body + table(["algorithm", "win rate"], per_alg))
+            "position bias cancels; a prompt missing either verdict is skipped. Position consistency: the share of "
+            "prompts whose two orders name the same winner (or a tie both times); below "
+            f"{MIN_POSITION_CONSISTENCY} the judge follows position more than a coin would, and its win rate (which "
+            "then sits near 0.5 by construction) is marked cannot tell. Length-controlled: the least-squares fit of "
+            "the per-prompt win on the length difference (tokens, model − opponent), read at equal length. Per "
+            "model: 95% Wilson interval over prompts.</p>")
+    body += table(["model", "opponent", "prompts", "skipped", "position consistency", "win rate [95% Wilson]",
+                   "length-controlled"], rows)
+    opponents = [("base", a) for a in data.algorithms] + [
+        (b, a) for i, a in enumerate(data.algorithms) for b in data.algorithms[i + 1:]]
+    summary = []
+    for opponent, a in opponents:
+        if not any(p.algorithm == a and p.opponent_algorithm == opponent for p in pairs):
+            continue
+        rates = seed_win_rates(data, a, opponent)
+        lc = seed_win_rates(data, a, opponent, length_controlled=True)
+        summary.append([escape(a), escape(opponent), f'<td class="num">{sum(map(math.isfinite, rates))} of '
+                        f'{len(rates)}</td>', ci_cell(mean_ci(rates), f"win_rate_vs_{opponent}", a),
+                        ci_cell(mean_ci(lc), f"lc_win_rate_vs_{opponent}", a), escape(_win_verdict(rates))])
+    body += ("<p>Per arm: mean of its seeds' win rates (against another arm: seed by seed, ppo-seed0 against "
+             "reinforce-seed0), 95% t interval over seeds; seeds whose judge was position-biased are left out.</p>")
+    return section("winrates", "Win rates", body + table(
+        ["arm", "opponent", "seeds that count", "win rate", "length-controlled", "verdict"], summary))
+
+
+def _pair_rate_cell(p: Pairing) -> str:
+    if p.position_biased:
+        return f'<td data-metric="win_rate_model" data-algorithm="{escape(p.model)}" data-value="nan">cannot tell</td>'
+    return ci_cell(win_rate_ci(p.wins), "win_rate_model", p.model, over="prompts")
+
+
+def _lc_cell(p: Pairing) -> str:
+    return '<td>cannot tell</td>' if p.position_biased else f'<td class="num">{fmt(p.length_controlled)}</td>'
+
+
+def _win_verdict(rates: list[float]) -> str:
+    """Whether the win rates over seeds put the arm above or below its opponent (0.5 is a tie)."""
+    mean, lo, hi = mean_ci(rates)
+    if not math.isfinite(mean):
+        return "cannot tell (no seed with an order-consistent judge)"
+    if not math.isfinite(lo):
+        return "cannot tell (one seed: no interval)"
+    return "preferred" if lo > 0.5 else "opponent preferred" if hi < 0.5 else "within noise of a tie"
 
 
 def examples_section(data: CompareData) -> str:

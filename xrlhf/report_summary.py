@@ -51,8 +51,10 @@ def _findings(data: CompareData) -> list[str]:
                               ("eval reward", eval_rewards(data, a), eval_rewards(data, b))):
             out.append(_difference_sentence(label, a, b, va, vb))
         out.append(_dimension_differences(data, a, b))
+        if seed_win_rates(data, a, b):
+            out.append(_win_sentence(a, seed_win_rates(data, a, b), b))
     for a in data.algorithms:
-        out.append(_win_sentence(a, mean_ci(seed_win_rates(data, a))))
+        out.append(_win_sentence(a, seed_win_rates(data, a)))
         rose, fell = rose_fell(data, a)
         if rose and fell:
             out.append(f"{escape(a)}: {', '.join(map(escape, rose))} rose while {', '.join(map(escape, fell))} fell "
@@ -92,12 +94,17 @@ def _dimension_differences(data: CompareData, a: str, b: str) -> str:
     return f"{escape(a)} − {escape(b)} eval score per dimension: " + "; ".join(parts) + "."
 
 
-def _win_sentence(algorithm: str, ci: tuple[float, float, float]) -> str:
-    mean, lo, hi = ci
+def _win_sentence(algorithm: str, rates: list[float], opponent: str = "base") -> str:
+    """One line on the win rate over `opponent`, with its interval over seeds, or why there is none."""
+    name = f"{escape(algorithm)} vs {escape(opponent)}"
+    if not rates:
+        return f"{name}: no pairwise judgements."
+    mean, lo, hi = mean_ci(rates)
     if not math.isfinite(mean):
-        return f"{escape(algorithm)} vs base: no pairwise judgements."
+        return (f"{name}: cannot tell: the pairwise judge's verdicts followed the order the answers were shown in "
+                "(see Win rates, position consistency).")
     if not math.isfinite(lo):
-        return f"{escape(algorithm)} vs base: win rate {fmt(mean)} (single seed: no interval over seeds)."
-    verdict = ("preferred over base" if lo > 0.5 else "base preferred" if hi < 0.5
-               else "not distinguishable from base (0.5 is a tie)")
-    return f"{escape(algorithm)} vs base: win rate {fmt(mean)} [{fmt(lo)}, {fmt(hi)}]: {verdict}."
+        return f"{name}: win rate {fmt(mean)} (single seed: no interval over seeds)."
+    verdict = (f"preferred over {escape(opponent)}" if lo > 0.5 else f"{escape(opponent)} preferred" if hi < 0.5
+               else f"not distinguishable from {escape(opponent)} (0.5 is a tie)")
+    return f"{name}: win rate {fmt(mean)} [{fmt(lo)}, {fmt(hi)}]: {verdict}."
