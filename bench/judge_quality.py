@@ -9,17 +9,20 @@ on the corruption's targeted dimension, per corruption, with the judge's seconds
     python bench/judge_quality.py                          # default configs, all 66 prompts (~25 min on 2 cores)
     python bench/judge_quality.py --limit 12 --configs likelihood
     python bench/judge_quality.py --calibrate              # likelihood: raw signal medians -> CALIBRATION
+    python bench/judge_quality.py --add --configs "expected, per_dimension, demonstrations"   # one more row
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
 from typing import Any
 
 import torch
 
-from common import table, write_result
+from common import RESULTS, table, write_result
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "likelihood": {"mode": "likelihood"},
@@ -27,10 +30,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "expected, rubric_first": {"mode": "expected", "template": "rubric_first"},
     "expected, rubric_first, no guards": {"mode": "expected", "template": "rubric_first", "guards": False},
     "expected, per_dimension": {"mode": "expected", "template": "per_dimension"},
+    "expected, rubric_first, demonstrations": {"mode": "expected", "template": "rubric_first", "demonstrations": True},
+    "expected, rubric_first, demonstrations, no guards": {"mode": "expected", "template": "rubric_first",
+                                                          "demonstrations": True, "guards": False},
+    "expected, per_dimension, demonstrations": {"mode": "expected", "template": "per_dimension",
+                                                "demonstrations": True},
     "generate, rubric_first": {"mode": "generate", "template": "rubric_first"},
 }
 DEFAULT = ["likelihood", "likelihood, no guards", "expected, rubric_first", "expected, rubric_first, no guards",
-           "expected, per_dimension"]
+           "expected, per_dimension", "expected, rubric_first, demonstrations",
+           "expected, rubric_first, demonstrations, no guards"]
 
 
 def judge_for(overrides: dict[str, Any]) -> Any:
@@ -90,6 +99,8 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=DEFAULT, choices=list(CONFIGS))
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the other configs' results already in bench/results/judge_quality.json (same prompts)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # as in a judge actor
 
@@ -104,6 +115,7 @@ def main() -> None:
     for name in args.configs:
         results.append(measure(name, judge_for(CONFIGS[name]), items))
         r = results[-1]
+        r.update(command=" ".join(["python", *sys.argv]), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         print(f"{name}: aggregate {r['aggregate']:.3f}, worst targeted dimension {r['worst_target']:.3f}, "
               f"{r['cpu_s_per_sample']:.3f} CPU s per sample", flush=True)
     print(table([{k: v for k, v in r.items() if k != "corruptions"} for r in results],
@@ -111,7 +123,22 @@ def main() -> None:
                  "good_answers_guarded"]))
     print(table([c for r in results for c in r["corruptions"]],
                 ["config", "corruption", "target", "aggregate", "target_dim", "guarded"]))
+    if args.add:
+        results = kept(len(rows), results) + results
     print(f"wrote {write_result('judge_quality', {'prompts': len(rows), 'pairs': len(items), 'results': results})}")
+
+
+def kept(prompts: int, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier results of configs not measured now, from a run over the same number of prompts."""
+    path = RESULTS / "judge_quality.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    if old["prompts"] != prompts:
+        raise SystemExit(f"--add: {path} holds a run over {old['prompts']} prompts, this one {prompts}")
+    now = {r["config"] for r in results}
+    return [{"command": old["command"], "finished": old["finished"], **r} for r in old["results"]
+            if r["config"] not in now]
 
 
 if __name__ == "__main__":

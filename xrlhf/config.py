@@ -135,8 +135,8 @@ class JudgeConfig(Strict):
     # likelihood: the response's token log-probabilities under an instruction describing excellent answers
     # (xrlhf/judge/likelihood.py); expected: the expected score digit after a rubric prompt; generate: a
     # generated digit. Chosen by bench/judge_quality.py (BENCHMARKS.md, Judge quality).
-    # None: likelihood for the local judge (backend hf), expected for the others (an HTTP server's prompt
-    # log-probs are not read yet); set in the resolved config.
+    # None: likelihood for the local judge (backend hf), expected for the others (likelihood over HTTP needs a
+    # server that echoes prompt log-probs, as vLLM's completions API does); set in the resolved config.
     mode: Literal["likelihood", "expected", "generate"] | None = None
     # likelihood mode: the instruction (with its demonstrations) every sample is scored under; None: the default
     likelihood_instruction: str | None = None
@@ -149,6 +149,9 @@ class JudgeConfig(Strict):
     missing_policy: Literal["drop", "reweight"] = "reweight"
     # None: the default template (rubric_first); a name from TEMPLATE_NAMES; or the template text itself.
     template: str | None = None
+    # expected and generate modes: scored examples in the judge's cached instructions (few-shot, for base models;
+    # xrlhf/judge/template.py DEMONSTRATIONS); a template of your own places them with {demonstrations}.
+    demonstrations: bool = False
     rationale: bool = False
     max_response_tokens: int = Field(384, gt=0)
     generate_retries: int = Field(2, ge=0)  # mode=generate: sampled retries of an unparseable answer
@@ -166,10 +169,10 @@ class JudgeConfig(Strict):
     def _weights(self) -> "JudgeConfig":
         if self.mode is None:
             object.__setattr__(self, "mode", "likelihood" if self.backend == "hf" else "expected")
-        if self.mode == "likelihood" and self.backend not in ("hf", "rule"):
-            raise ValueError(f"judge.mode=likelihood needs the response's token log-probabilities, which only the "
-                             f"local judge (judge.backend=hf) reads; with judge.backend={self.backend} use "
-                             f"judge.mode=expected")
+        if self.mode == "likelihood" and self.backend not in ("hf", "http", "rule"):
+            raise ValueError(f"judge.mode=likelihood needs the response's token log-probabilities, which the local "
+                             f"judge (judge.backend=hf) and judge.backend=http (from a server that echoes prompt "
+                             f"log-probs) read; with judge.backend={self.backend} use judge.mode=expected")
         if not self.dimensions:
             raise ValueError("judge.dimensions must name at least one dimension")
         if self.aggregation == "weighted" and sum(d.weight for d in self.dimensions.values()) <= 0:
@@ -178,8 +181,13 @@ class JudgeConfig(Strict):
             missing = [p for p in ("{prompt}", "{response}", "{dimension}") if p not in self.template]
             if "{definition}" not in self.template and "{rubric}" not in self.template:
                 missing.append("{definition} or {rubric}")
+            if self.demonstrations and "{demonstrations}" not in self.template:
+                missing.append("{demonstrations} (judge.demonstrations=true)")
             if missing:
                 raise ValueError(f"judge.template lacks the placeholders {missing}")
+        if self.demonstrations and self.mode == "likelihood":
+            raise ValueError("judge.demonstrations=true applies to judge.mode=expected and generate; likelihood "
+                             "mode's demonstrations are part of judge.likelihood_instruction")
         return self
 
 

@@ -63,9 +63,10 @@ def _judge(**cfg):
     return HFJudge(JudgeConfig(**cfg), "tiny")
 
 
-@pytest.mark.parametrize("template", [None, "rubric_first"], ids=["per_dimension", "rubric_first"])
-def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs(template):
-    judge = _judge(template=template, dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
+@pytest.mark.parametrize("template, demonstrations", [(None, False), ("per_dimension", False), ("rubric_first", True)],
+                         ids=["default", "per_dimension", "rubric_first+demonstrations"])
+def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs(template, demonstrations):
+    judge = _judge(template=template, demonstrations=demonstrations, dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
                                "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}},
                    aggregation="mean", cache=False)
     prompts = ["expected: What is 2+2?", "expected: Name a colour.", "expected: Say hi."]
@@ -83,14 +84,17 @@ def test_expected_mode_scores_in_range_with_confidence_and_match_plain_logprobs(
     model, tok = judge.model, judge.tokenizer
     digits = torch.tensor(list(judge.digit_ids.values()))
     for p, r, j in zip(prompts, responses, out):
-        seqs = [encode(tok, render_dimension(judge.template, p, r, d, judge.labels, judge.rubric.dimensions), "0")
+        seqs = [encode(tok, render_dimension(judge.template, p, r, d, judge.labels, judge.rubric.dimensions,
+                                             judge.demonstrations), "0")
                 for d in judge.rubric.dimensions]
+        assert ("Examples of scored responses" in tok.decode(seqs[0])) == demonstrations
+        assert judge._head.ids == seqs[0][:len(judge._head.ids)]  # the demonstrations are in the cached prefix
         for d, lp in zip(judge.rubric.dimensions, last_logprobs(model, seqs, tok.pad_token_id, digits).tolist()):
             score, confidence = expected_score(dict(zip(judge.digit_ids, lp)), d.lo, d.hi)
             assert j.scores[d.name] == pytest.approx(score, abs=1e-4)
             assert j.confidence[d.name] == pytest.approx(confidence, abs=1e-4)
     # batches that split the samples differently give the same scores
-    small = _judge(template=template, batch_size=2, cache=False, aggregation="mean",
+    small = _judge(template=template, demonstrations=demonstrations, batch_size=2, cache=False, aggregation="mean",
                    dimensions={**{d.name: {"definition": d.definition} for d in DIMS},
                                "verbosity": {"definition": DIMS[4].definition, "direction": "lower"}})
     for a, b in zip(out, small.score(prompts, responses)):

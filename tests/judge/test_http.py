@@ -308,3 +308,90 @@ def test_serve_judge_under_bounded_load(served):
     print(f"serve-judge load: {len(codes)} requests from {threads} threads in {elapsed:.1f} s "
           f"= {len(codes) / elapsed:.1f} requests/s")
     assert codes == [200] * threads * per_thread
+
+
+class ModelServer(StubCompletionsServer):
+    """/v1/completions on 127.0.0.1 computed by the tiny model (xrlhf/judge/completions.py), echo as vLLM serves it.
+
+    echo=False plays a server that ignores the echo field (an OpenAI-style API without prompt log-probs);
+    chat_only answers /completions with 404."""
+
+    def __init__(self, echo: bool = True, chat_only: bool = False) -> None:
+        from xrlhf.models import build_tiny_model
+
+        self.model, self.tokenizer = build_tiny_model()
+        self.echo, self.chat_only, self.bodies = echo, chat_only, []
+        super().__init__()
+
+    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
+        from xrlhf.judge.completions import CompletionJob, complete_batch
+
+        with self.lock:
+            self.bodies.append(body)
+            if self.chat_only and not path.endswith("/chat/completions"):
+                return 404, b'{"error": "not found"}'
+            job = CompletionJob(body["prompt"], body.get("max_tokens", 16), body.get("temperature", 1.0),
+                                body.get("logprobs"), echo=self.echo and bool(body.get("echo")))
+            choice = complete_batch(self.model, self.tokenizer, [job])[0]
+        return 200, json.dumps({"choices": [{"index": 0, **choice}]}).encode()
+
+
+LIKELY = [("What is 2+2?", "2+2 is 4."), ("Name a colour.", "Blue is a colour."), ("Say hi.", ""),
+          ("Name a colour.", "red red red red red red red red red")]
+LIKELY_DIMS = {**DIMS, "coherence": {"definition": "Clear.", "signal": "fit"}}
+
+
+def _likelihood_cfg(url: str, **extra) -> JudgeConfig:
+    http = HttpJudgeConfig(base_url=url, timeout_s=30, max_retries=1, backoff_s=0.01, max_backoff_s=0.05,
+                           concurrency=4)
+    return JudgeConfig(backend="http", mode="likelihood", dimensions=LIKELY_DIMS, http=http, cache=False,
+                       rationale=True, **extra)
+
+
+def test_likelihood_over_http_reads_echoed_prompt_logprobs_as_the_local_judge_does():
+    """A real server on 127.0.0.1 returning prompt log-probs (echo=true, logprobs=1): the HTTP judge's likelihood
+    scores are the local judge's on the same (tiny) model; guards and the empty answer as there; compare is
+    order-free."""
+    from xrlhf.judge.hf import HFJudge
+
+    srv = ModelServer()
+    judge = HttpJudge(_likelihood_cfg(srv.url))
+    try:
+        remote = judge.score([p for p, _ in LIKELY], [r for _, r in LIKELY])
+        local = HFJudge(JudgeConfig(model="tiny", cache=False, rationale=True, dimensions=LIKELY_DIMS), "tiny") \
+            .score([p for p, _ in LIKELY], [r for _, r in LIKELY])
+        for r, lo in zip(remote, local):
+            assert r.scores.keys() == lo.scores.keys() and r.missing == 0
+            for name in r.scores:
+                assert r.scores[name] == pytest.approx(lo.scores[name], abs=1e-4), name
+                assert r.rationale[name].split()[0] == lo.rationale[name].split()[0]
+        assert remote[0].rationale["helpfulness"].startswith("relevance ")
+        assert remote[2].reward == 0.0 and "empty" in remote[2].rationale["helpfulness"]
+        assert remote[3].rationale["coherence"].startswith("guard repetition")
+        sent = srv.bodies[0]
+        assert sent["echo"] is True and sent["logprobs"] == 1 and sent["max_tokens"] == 1
+        # 2 samples with text x (helpfulness, correctness share nothing: relevance adds the text without question)
+        assert judge.stats()["requests"] == len(srv.bodies) == 4
+        ab = judge.compare(["Name a colour."] * 2, ["Blue is a colour.", "Blue."], ["Blue.", "Blue is a colour."])
+        ba = judge.compare(["Name a colour."] * 2, ["Blue.", "Blue is a colour."], ["Blue is a colour.", "Blue."])
+        assert all(x is not None and x + y == pytest.approx(1.0) for x, y in zip(ab, ba)) and ab[0] != 0.5
+    finally:
+        judge.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("kind", ["ignores echo", "chat only"])
+def test_likelihood_over_http_without_prompt_logprobs_is_a_clear_error(kind):
+    from xrlhf.judge.openai_client import PromptLogprobsUnavailable
+
+    srv = ModelServer(echo=kind != "ignores echo", chat_only=kind == "chat only")
+    judge = HttpJudge(_likelihood_cfg(srv.url))
+    try:
+        with pytest.raises(PromptLogprobsUnavailable, match="needs the prompt's token log-probabilities") as err:
+            judge.score(["What is 2+2?"], ["2+2 is 4."])
+        assert srv.url in str(err.value) and "judge.mode=expected" in str(err.value)
+        prompts = [b["prompt"] for b in srv.bodies]
+        assert len(prompts) == len(set(prompts)) <= 2  # no text asked twice: retrying cannot help
+    finally:
+        judge.close()
+        srv.close()

@@ -78,11 +78,15 @@ def test_likelihood_judge_reads_fit_and_relevance_from_the_model():
     assert all(x is not None and abs(x + y - 1.0) < 1e-9 for x, y in zip(ab, ba))
 
 
-def test_mode_defaults_by_backend_and_likelihood_needs_the_local_judge():
+def test_mode_defaults_by_backend_and_likelihood_needs_log_probabilities():
     assert JudgeConfig().mode == "likelihood"
     assert JudgeConfig(backend="http").mode == "expected"
+    assert load_config("configs/quickstart.yaml", ["judge.backend=http", "judge.mode=likelihood"]).judge.mode \
+        == "likelihood"  # from a server that echoes prompt log-probs (tests/judge/test_http.py)
     with pytest.raises(ConfigError, match="judge.mode=likelihood needs"):
-        load_config("configs/quickstart.yaml", ["judge.backend=http", "judge.mode=likelihood"])
+        load_config("configs/quickstart.yaml", ["judge.backend=vllm", "judge.mode=likelihood"])
+    with pytest.raises(ConfigError, match="judge.demonstrations=true applies to judge.mode=expected"):
+        load_config("configs/quickstart.yaml", ["judge.demonstrations=true"])
 
 
 def test_guards_fire_on_degenerate_answers_only():

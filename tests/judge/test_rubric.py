@@ -7,8 +7,9 @@ from pydantic import ValidationError
 
 from xrlhf.config import TEMPLATE_NAMES, ConfigError, JudgeConfig, load_config
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import (DEFAULT_TEMPLATE, TEMPLATES, TRUNCATION_MARK, fill, render_dimension, resolve_template,
-                                  sanitise, truncate_response)
+from xrlhf.judge.template import (DEFAULT_TEMPLATE, DEMONSTRATIONS, TEMPLATES, TRUNCATION_MARK, fill,
+                                  render_demonstrations, render_dimension, resolve_template, sanitise,
+                                  truncate_response)
 from xrlhf.models import tiny_tokenizer
 
 LABELS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -297,3 +298,23 @@ def test_template_missing_placeholders_is_a_config_error_naming_them():
     assert tuple(TEMPLATES) == TEMPLATE_NAMES  # config validates the names it cannot import from template.py
     with pytest.raises(ValidationError, match=r"\{definition\} or \{rubric\}"):
         JudgeConfig(template="{prompt} {response} {dimension}")
+
+
+def test_demonstrations_are_scored_on_the_rubric_and_absent_by_default():
+    dims = (Dimension("helpfulness", "x"), Dimension("brevity", "y", direction="lower", lo=1, hi=5))
+    text = render_demonstrations(dims)
+    blocks = text.split("<<<USER_PROMPT>>>")[1:]
+    assert len(blocks) == len(DEMONSTRATIONS)
+    for block, (_, response, quality, other) in zip(blocks, DEMONSTRATIONS):
+        assert response in block
+        assert f"Dimension: helpfulness.\nScore (0-4): {round(4 * quality['helpfulness'])}" in block
+        assert f"Dimension: brevity.\nScore (1-5): {round(1 + 4 * (1 - other))}" in block  # mirrored: lower is better
+    for template in TEMPLATES.values():  # off: the template's text is what it was without the placeholder
+        off = render_dimension(template, "p", "r", dims[0], rubric=dims)
+        assert "{demonstrations}" not in off and "Examples" not in off
+        on = render_dimension(template, "p", "r", dims[0], rubric=dims, demonstrations=text)
+        assert on.index("Examples of scored responses") < on.index("<<<USER_PROMPT>>>\np\n")
+    with pytest.raises(ValidationError, match=r"\{demonstrations\} \(judge.demonstrations=true\)"):
+        JudgeConfig(mode="expected", demonstrations=True, template="{prompt} {response} {dimension} {definition}")
+    assert JudgeConfig(mode="expected", demonstrations=True, template="{demonstrations}{prompt} {response} "
+                                                                      "{dimension} {definition}").demonstrations

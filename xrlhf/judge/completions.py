@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xrlhf.judge.scoring import last_logprobs, pad
+from xrlhf.judge.scoring import last_logprobs, pad, tail_logprobs
 
 MAX_TOP_LOGPROBS = 20  # the OpenAI API's own limit
 LOGPROB_FLOOR = -1e4
@@ -21,6 +21,9 @@ class CompletionJob:
     max_tokens: int = 1
     temperature: float = 0.0
     top_logprobs: int | None = None
+    # echo=true with logprobs (the legacy API, as vLLM serves it): the choice's text and logprobs start with the
+    # prompt's own tokens, the first with a None logprob. judge.mode=likelihood over HTTP reads them.
+    echo: bool = False
 
     @property
     def settings(self) -> tuple[int, float]:
@@ -48,7 +51,32 @@ def complete_batch(model: Any, tokenizer: Any, jobs: list[CompletionJob]) -> lis
         steps = _decode(model, tokenizer, seqs, max_tokens, temperature)  # [N] lists of (token_id, logprobs [V])
         for i, seq_steps in zip(idx, steps):
             out[i] = _choice(tokenizer, seq_steps, max_tokens, jobs[i].top_logprobs)
+    echoed = [i for i, job in enumerate(jobs) if job.echo]
+    for i, prompt_lp in zip(echoed, prompt_logprobs(model, tokenizer, [jobs[i].prompt for i in echoed])):
+        out[i] = _with_prompt(jobs[i].prompt, prompt_lp, out[i])  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
+
+
+def prompt_logprobs(model: Any, tokenizer: Any, prompts: list[str]) -> list[dict[str, Any]]:
+    """The legacy logprobs object of each prompt's own tokens: the first token's logprob is None (nothing precedes
+    it), text_offset is each token's start in the prompt (a BOS the text does not spell starts at 0)."""
+    out = []
+    for prompt in prompts:
+        bos = tokenizer.bos_token
+        enc = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)), return_offsets_mapping=True)
+        ids, spans = enc["input_ids"], enc["offset_mapping"]
+        lps = tail_logprobs(model, [ids], [len(ids) - 1])[0].tolist() if len(ids) > 1 else []
+        out.append({"tokens": [prompt[a:b] for a, b in spans], "token_logprobs": [None] + [_finite(x) for x in lps],
+                    "top_logprobs": [None] * len(ids), "text_offset": [a for a, _ in spans]})
+    return out
+
+
+def _with_prompt(prompt: str, prompt_lp: dict[str, Any], choice: dict[str, Any]) -> dict[str, Any]:
+    """An echoed choice: the prompt's text and logprobs, then the completion's (offsets continue past the prompt)."""
+    gen = choice["logprobs"] or {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    logprobs = {k: prompt_lp[k] + gen[k] for k in ("tokens", "token_logprobs", "top_logprobs")}
+    logprobs["text_offset"] = prompt_lp["text_offset"] + [len(prompt) + o for o in gen["text_offset"]]
+    return {**choice, "text": prompt + choice["text"], "logprobs": logprobs}
 
 
 def _decode(model: Any, tokenizer: Any, seqs: list[list[int]], max_tokens: int,

@@ -14,10 +14,10 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 from xrlhf.config import JudgeConfig
 from xrlhf.judge import guards
 from xrlhf.judge.base import Judgement
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, signal_for
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, preference, signal_for
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
-from xrlhf.judge.template import (encode, resolve_template, render_dimension, render_pairwise,
+from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
                                   answer_token_ids, truncate_response)
 from xrlhf.models import load_causal_lm
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 SCORE_TOKENS = 4  # generate mode: room for "3", " 3/4" or "3." before parsing
 RETRY_TEMPERATURE = 0.7  # a retry must be able to say something other than the greedy answer
 RATIONALE_TOKENS = 48
-PAIR_SCALE = 0.05  # likelihood mode: reward gap at which a pairwise preference reaches 0.88
 CACHE_SIZE = 200_000  # verdicts kept per process; a few hundred bytes each
 
 
@@ -59,13 +58,13 @@ class HFJudge:
         self.template = resolve_template(cfg.template)
         self.model, self.tokenizer = _load(model_name, cfg.dtype, cfg.load_in_4bit, cache_dir)
         self.labels = tuple(self.rubric.names)
+        self.demonstrations = render_demonstrations(self.rubric.dimensions) if cfg.demonstrations else ""
         self.digit_ids = answer_token_ids(self.tokenizer, [str(v) for v in range(10)])  # token text -> id
         self.letter_ids = answer_token_ids(self.tokenizer, ["A", "B"])
         self.counts: Counter[str] = Counter()
         # The instructions (and rubric) every input opens with: their KV cache is computed once per judge.
         dim = self.rubric.dimensions[0]
-        self._head = self._fixed_prefix(lambda p: render_dimension(self.template, p, "", dim, self.labels,
-                                                                   self.rubric.dimensions), "0")
+        self._head = self._fixed_prefix(lambda p: self._render(p, "", dim), "0")
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
         self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
         self.likelihood = LikelihoodScorer(self.model, self.tokenizer, self.instruction, cfg.batch_size)
@@ -75,6 +74,10 @@ class HFJudge:
         """The tokens a template's inputs share whatever the prompt: rendered with two unlike prompts, compared."""
         a, b = (encode(self.tokenizer, render(p), answer) for p in ("a", "7"))
         return PrefixCache(a[:common_prefix_length([a, b])])
+
+    def _render(self, prompt: str, response: str, dim: Dimension) -> str:
+        return render_dimension(self.template, prompt, response, dim, self.labels, self.rubric.dimensions,
+                                self.demonstrations)
 
     def score(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
         """One Judgement per (prompt, response); cached verdicts are reused, the rest computed in batches."""
@@ -102,8 +105,8 @@ class HFJudge:
     def _key(self, prompt: str, response: str, dim: Dimension) -> tuple:
         extra = (self.instruction, self.cfg.dimensions[dim.name].instruction, self.signals[dim.name]) \
             if self.cfg.mode == "likelihood" else ()
-        return (prompt, response, dim, self.model_name, self.template, self.cfg.mode, self.cfg.max_response_tokens,
-                self.cfg.rationale, *extra)
+        return (prompt, response, dim, self.model_name, self.template, self.demonstrations, self.cfg.mode,
+                self.cfg.max_response_tokens, self.cfg.rationale, *extra)
 
     def _remember(self, key: tuple, verdict: Verdict) -> None:
         if not self.cfg.cache or verdict.score is None:  # a failure is retried next time, not remembered
@@ -132,9 +135,7 @@ class HFJudge:
         if self.cfg.mode == "likelihood":
             return self._likelihood(prompts, responses, todo)
         clipped = {i: (self._clip(prompts[i]), self._clip(responses[i])) for i in {i for i, _ in todo}}
-        inputs = [encode(self.tokenizer, render_dimension(self.template, *clipped[i], d, self.labels,
-                                                          self.rubric.dimensions), "0")
-                  for i, d in todo]
+        inputs = [encode(self.tokenizer, self._render(*clipped[i], d), "0") for i, d in todo]
         dims = [d for _, d in todo]
         if self.cfg.mode == "expected":
             verdicts = self._expected(inputs, [i for i, _ in todo], dims)
@@ -229,15 +230,11 @@ class HFJudge:
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float | None]:
         """P(first is better), averaged over both orders (first as A, then as B) to cancel position bias.
 
-        In likelihood mode it comes from the two responses' rewards instead, 0.5 + 0.5 * tanh((r1 - r2) / 0.05):
-        order plays no part, so compare(a, b) = 1 - compare(b, a) exactly."""
+        In likelihood mode it comes from the two responses' rewards instead (likelihood.preference): order plays
+        no part, so compare(a, b) = 1 - compare(b, a) exactly."""
         if self.cfg.mode == "likelihood":
             both = self.score(prompts + prompts, first + second)
-            out_l: list[float | None] = []
-            for a, b in zip(both[:len(prompts)], both[len(prompts):]):
-                ok = a.reward is not None and b.reward is not None
-                out_l.append(0.5 + 0.5 * math.tanh((a.reward - b.reward) / PAIR_SCALE) if ok else None)  # type: ignore[operator]
-            return out_l
+            return [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
         criteria = "; ".join(f"{d.name} ({d.definition})" for d in self.rubric.dimensions)
         groups = []
         for p, a, b in zip(prompts, first, second):

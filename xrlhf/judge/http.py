@@ -12,9 +12,12 @@ from typing import Any
 
 from xrlhf.config import ConfigError, JudgeConfig
 from xrlhf.judge.base import Judgement
-from xrlhf.judge.openai_client import CompletionClient, CompletionError
+from xrlhf.judge import guards
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, contexts, preference, signal_for, tail
+from xrlhf.judge.openai_client import CompletionClient, CompletionError, PromptLogprobsUnavailable
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import answer_prefix, resolve_template, render_dimension, render_pairwise, truncate_response
+from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
+                                  render_pairwise, truncate_response)
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,15 @@ class HttpJudge:
         self.rubric = Rubric.from_config(cfg)
         self.labels = tuple(self.rubric.names)
         self.template = resolve_template(cfg.template)
+        self.demonstrations = render_demonstrations(self.rubric.dimensions) if cfg.demonstrations else ""
         self.tokenizer = _load_tokenizer(cfg.http.tokenizer) if cfg.http.tokenizer else None
         self.client = CompletionClient(cfg.http, _api_key(cfg.http.api_key_env))
         self._pool = ThreadPoolExecutor(cfg.http.concurrency, thread_name_prefix="http-judge")
         self._cache: dict[tuple, Verdict] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
+        self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
 
     def __repr__(self) -> str:
         return (f"HttpJudge(base_url={self.cfg.http.base_url!r}, model={self.cfg.http.model!r}, "
@@ -61,6 +67,8 @@ class HttpJudge:
         """One Judgement per (prompt, response); failed dimensions are None and counted in `missing`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if self.cfg.mode == "likelihood":
+            return self._likelihood(prompts, responses)
         jobs = [(p, r, d) for p, r in zip(prompts, responses) for d in self.rubric.dimensions]
         verdicts = list(self._pool.map(lambda job: self._verdict(*job), jobs))
         n = len(self.rubric.dimensions)
@@ -72,6 +80,9 @@ class HttpJudge:
         """P(first is better) from P("A") vs P("B"), averaged over both orders as HFJudge does; None on failure."""
         if not len(prompts) == len(first) == len(second):
             raise ValueError(f"{len(prompts)} prompts, {len(first)} first and {len(second)} second responses")
+        if self.cfg.mode == "likelihood":  # from the two rewards, as HFJudge: order-free by construction
+            both = self.score(prompts + prompts, first + second)
+            return [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
         jobs = [(p, x, y) for p, a, b in zip(prompts, first, second) for x, y in ((a, b), (b, a))]
         p_a = list(self._pool.map(lambda job: self._p_first_label(*job), jobs))
         out = [None if ab is None or ba is None else 0.5 * (ab + 1.0 - ba) for ab, ba in zip(p_a[::2], p_a[1::2])]
@@ -94,9 +105,70 @@ class HttpJudge:
         self._pool.shutdown(wait=True)
         self.client.close()
 
+    def _likelihood(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
+        """Likelihood mode as HFJudge scores it (xrlhf/judge/likelihood.py), each text's log-probs from the server's
+        echoed prompt; guards as there. Raises PromptLogprobsUnavailable where the server does not echo them."""
+        fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
+        plans: list[list[tuple[Dimension, tuple[tuple[str, str], ...] | Verdict]]] = []
+        for p, r, f in zip(prompts, responses, fired):
+            spared = {d.name: f for d in guards.concerned(f[0], self.rubric.dimensions)} if f else {}
+            plan = []
+            for d in self.rubric.dimensions:
+                if d.name in spared:
+                    plan.append((d, Verdict(guards.worst(d), 1.0, f"guard {f[0]}: {f[1]}")))  # type: ignore[index]
+                elif not r.strip():
+                    plan.append((d, Verdict(guards.worst(d), 1.0, "empty response: no token to score")))
+                else:
+                    instruction = self.cfg.dimensions[d.name].instruction or self.instruction
+                    plan.append((d, tuple((instruction + c, tail(self._clip(r)))
+                                          for c in contexts(self._clip(p), self.signals[d.name].kind))))
+            plans.append(plan)
+        texts = list(dict.fromkeys(t for plan in plans for _, todo in plan if not isinstance(todo, Verdict)
+                                   for t in todo))
+        means = dict(zip(texts, self._pool.map(lambda t: self._mean_logprob(*t), texts)))
+        out = []
+        for plan in plans:
+            verdicts = []
+            for d, todo in plan:
+                if isinstance(todo, Verdict):
+                    verdicts.append(todo)
+                    continue
+                values = [means[t] for t in todo]
+                if any(v is None for v in values):
+                    verdicts.append(Verdict(None, None))
+                    continue
+                raw = values[0] - values[1] if len(values) > 1 else values[0]
+                note = f"{self.signals[d.name].kind} {raw:.3f}" if self.cfg.rationale else ""
+                verdicts.append(Verdict(*self.signals[d.name].score(raw, d), note))  # type: ignore[arg-type]
+            out.append(self._judgement(verdicts))
+        self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
+        return out
+
+    def _mean_logprob(self, context: str, scored: str) -> float | None:
+        """Mean logprob of `scored` after `context`, from the server's echo; None once retries are spent."""
+        key = ("likelihood", self.cfg.http.model, context, scored)
+        with self._lock:
+            cached = self._cache.get(key) if self.cfg.cache else None
+        if cached is not None:
+            self._count("cache_hits")
+            return cached  # type: ignore[return-value]
+        self._count("requests")
+        try:
+            value = self.client.prompt_logprobs(context + scored).mean_after(len(context), len(context + scored))
+        except PromptLogprobsUnavailable:
+            raise
+        except CompletionError as exc:
+            log.debug("likelihood request failed for good: %s", exc)
+            self._count("failures")
+            return None
+        if self.cfg.cache:
+            with self._lock:
+                self._cache[key] = value  # type: ignore[assignment]
+        return value
+
     def _verdict(self, prompt: str, response: str, dim: Dimension) -> Verdict:
         # Everything that decides a verdict, as in HFJudge's key; the served model stands for the model.
-        key = (prompt, response, dim, self.cfg.http.model, self.template, self.cfg.mode,
+        key = (prompt, response, dim, self.cfg.http.model, self.template, self.demonstrations, self.cfg.mode,
                self.cfg.max_response_tokens, self.cfg.rationale)
         with self._lock:
             cached = self._cache.get(key) if self.cfg.cache else None
@@ -105,7 +177,7 @@ class HttpJudge:
             return cached
         self._count("requests")
         text = self._sent_text(render_dimension(self.template, self._clip(prompt), self._clip(response), dim,
-                                                self.labels, self.rubric.dimensions), "0")
+                                                self.labels, self.rubric.dimensions, self.demonstrations), "0")
         verdict = self._ask(text, dim)
         if self.cfg.rationale and verdict.score is not None:
             verdict = Verdict(verdict.score, verdict.confidence, self._rationale(text, verdict.score))

@@ -41,6 +41,16 @@ DEFAULT_INSTRUCTION = (
     "Question: What is the capital of France?\nAnswer: The capital of France is Paris, on the river Seine.\n\n"
     "Question: How many days are in a week?\nAnswer: A week has seven days.\n\n")
 END = "\n\n"  # what follows a complete answer in the instruction's format
+PAIR_SCALE = 0.05  # reward gap at which a pairwise preference reaches 0.88
+
+
+def preference(first: float | None, second: float | None) -> float | None:
+    """P(first response better) from the two rewards, 0.5 + 0.5 * tanh((first - second) / PAIR_SCALE): the
+    likelihood judge's pairwise verdict. It never sees the two side by side, so the order they are given in plays
+    no part: preference(a, b) = 1 - preference(b, a) exactly, and a tie is 0.5 because the rewards are equal."""
+    if first is None or second is None:
+        return None
+    return 0.5 + 0.5 * math.tanh((first - second) / PAIR_SCALE)
 
 
 def with_question(prompt: str) -> str:
@@ -48,6 +58,16 @@ def with_question(prompt: str) -> str:
 
 
 WITHOUT_QUESTION = "Answer:"
+
+
+def tail(response: str) -> str:
+    """The scored text: the response, then the blank line that ends a complete answer."""
+    return " " + response.strip() + END
+
+
+def contexts(prompt: str, kind: str) -> tuple[str, ...]:
+    """What precedes the tail after the instruction: with the question, and for "relevance" also without it."""
+    return (with_question(prompt), WITHOUT_QUESTION) if kind == "relevance" else (with_question(prompt),)
 
 
 @dataclass(frozen=True)
@@ -92,7 +112,7 @@ class LikelihoodScorer:
 
     def raw(self, items: list[tuple[str, str, str, str]]) -> list[float | None]:
         """Raw signal per (prompt, response, instruction, kind); None for an empty response (no token to score)."""
-        texts: dict[tuple[str, str, bool], int] = {}  # (instruction, context, response) -> row
+        texts: dict[tuple[str, str, str], int] = {}  # (instruction, context, response) -> row
         seqs: list[list[int]] = []
         tails: list[int] = []
         heads: list[str] = []
@@ -102,10 +122,10 @@ class LikelihoodScorer:
             if key not in texts:
                 head = self._head(instruction).ids
                 body = self._ids(context)
-                tail = self._ids(" " + response.strip() + END)
+                scored = self._ids(tail(response))
                 texts[key] = len(seqs)
-                seqs.append(head + body + tail)
-                tails.append(len(tail))
+                seqs.append(head + body + scored)
+                tails.append(len(scored))
                 heads.append(instruction)
             return texts[key]
 
@@ -114,9 +134,8 @@ class LikelihoodScorer:
             if not response.strip():
                 plan.append(None)
                 continue
-            cond = row(instruction, with_question(prompt), response)
-            plain = row(instruction, WITHOUT_QUESTION, response) if kind == "relevance" else None
-            plan.append((cond, plain))
+            rows = [row(instruction, context, response) for context in contexts(prompt, kind)]
+            plan.append((rows[0], rows[1] if len(rows) > 1 else None))
         logprobs: list[Any] = [None] * len(seqs)
         for instruction in set(heads):  # one batch of rows per instruction, on that instruction's cache
             rows = [i for i, h in enumerate(heads) if h == instruction]

@@ -22,8 +22,31 @@ class CompletionError(RuntimeError):
     """A completion failed for good: retries ran out, or the server refused (e.g. 401) in a way retrying cannot fix."""
 
 
+class PromptLogprobsUnavailable(CompletionError):
+    """The server does not return the prompt's token log-probabilities (echo=true with logprobs): asking again
+    cannot help, so judge.mode=likelihood stops with this instead of scoring None."""
+
+
 class RetryableError(RuntimeError):
     """The server answered with something worth asking for again: a 5xx/408/429 or a body that is no completion."""
+
+
+@dataclass
+class PromptLogprobs:
+    """The prompt's own tokens as the server echoed them: text, each token's logprob (None for the first) and its
+    start in the text."""
+
+    text: str
+    token_logprobs: list[float | None]
+    text_offset: list[int]
+
+    def mean_after(self, start: int, end: int) -> float:
+        """Mean logprob of the tokens that start in text[start:end] (a token across `start` belongs to the context)."""
+        lps = [lp for lp, at in zip(self.token_logprobs, self.text_offset) if start <= at < end]
+        if not lps or any(lp is None for lp in lps):
+            raise PromptLogprobsUnavailable(f"no log-probability for the tokens in characters {start}-{end} of the "
+                                            f"echoed prompt")
+        return sum(lps) / len(lps)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -58,14 +81,54 @@ class CompletionClient:
     def complete(self, prompt: str, max_tokens: int, top_logprobs: int | None = None,
                  temperature: float = 0.0) -> Completion:
         """One completion; raises CompletionError (key redacted) once retries are spent."""
+        return self._retrying(self._complete_once, prompt, max_tokens, top_logprobs, temperature)
+
+    def prompt_logprobs(self, prompt: str) -> PromptLogprobs:
+        """The prompt's token logprobs from /completions with echo=true, logprobs=1, max_tokens=1 (vLLM serves
+        them); raises PromptLogprobsUnavailable, naming the server, where it does not return them."""
+        return self._retrying(self._echo_once, prompt)
+
+    def _retrying(self, fn: Any, *args: Any) -> Any:
         retrying = Retrying(stop=stop_after_attempt(self.http.max_retries + 1),
                             wait=wait_random_exponential(multiplier=self.http.backoff_s, max=self.http.max_backoff_s),
                             retry=retry_if_exception_type((httpx.TransportError, RetryableError)),
                             before_sleep=self._before_retry, reraise=True)
         try:
-            return retrying(self._complete_once, prompt, max_tokens, top_logprobs, temperature)
+            return retrying(fn, *args)
+        except PromptLogprobsUnavailable as exc:
+            raise PromptLogprobsUnavailable(self.redact(str(exc))) from None
         except (httpx.HTTPError, RetryableError, CompletionError) as exc:
             raise CompletionError(self.redact(f"{type(exc).__name__}: {exc}")) from None
+
+    def _echo_once(self, prompt: str) -> PromptLogprobs:
+        body = {"model": self.http.model, "prompt": prompt, "echo": True, "logprobs": 1, "max_tokens": 1,
+                "temperature": 0.0}
+        response = self._client.post("/completions", json=body)
+        where = f"{self.http.base_url}/completions"
+        if response.status_code in (400, 404, 422):
+            raise PromptLogprobsUnavailable(
+                f"judge.mode=likelihood needs the prompt's token log-probabilities, and {where} refused the request "
+                f"for them (echo=true, logprobs=1) with HTTP {response.status_code}: {self._snippet(response)!r}; "
+                f"use a server whose completions API echoes prompt log-probabilities (vLLM's does) or "
+                f"judge.mode=expected")
+        self._check_status(response)
+        try:
+            choice = response.json()["choices"][0]
+            text, logprobs = choice["text"], choice.get("logprobs")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise RetryableError(f"unusable response body ({type(exc).__name__}: {exc}): "
+                                 f"{self._snippet(response)!r}") from None
+        offsets = (logprobs or {}).get("text_offset") or []
+        lps = (logprobs or {}).get("token_logprobs") or []
+        echoed = isinstance(text, str) and text.startswith(prompt)
+        if not echoed or len(offsets) != len(lps) or not any(0 < at < len(prompt) for at in offsets):
+            got = "no logprobs" if not logprobs else "the prompt not echoed" if not echoed else \
+                "logprobs for the generated tokens only"
+            raise PromptLogprobsUnavailable(
+                f"judge.mode=likelihood needs the prompt's token log-probabilities, but {where} returned {got} for "
+                f"echo=true, logprobs=1 (an OpenAI-style server that ignores echo); use a server whose completions "
+                f"API echoes prompt log-probabilities (vLLM's does) or judge.mode=expected")
+        return PromptLogprobs(text, lps, offsets)
 
     def take_retries(self) -> int:
         """Retried attempts since the last call, then reset."""
