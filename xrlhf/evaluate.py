@@ -103,15 +103,14 @@ def pairings(models: list[str]) -> list[tuple[str, str]]:
 def _pairwise(judge: Any, prompts: list[str], name: str, mine: tuple[list[str], list[int]], opponent: str,
               theirs: tuple[list[str], list[int]]) -> list[dict[str, Any]]:
     """Rows of one model vs one opponent, both presentation orders: p_first = P(model better | shown first),
-    p_second = P(model better | shown second)."""
+    p_second = P(model better | shown second), each from one order alone (judge.compare_orders), so that their
+    agreement measures the judge's position consistency (a judge whose verdict is order-free gives equal ones)."""
     algorithm, seed = _name_meta(name)
-    first = judge.compare(prompts, mine[0], theirs[0])
-    second = judge.compare(prompts, theirs[0], mine[0])  # P(opponent better | opponent shown first)
+    orders = judge.compare_orders(prompts, mine[0], theirs[0])
     return [{"model": name, "algorithm": algorithm, "seed": seed, "opponent": opponent,
              "opponent_algorithm": "base" if opponent == "base" else _name_meta(opponent)[0], "prompt_id": pid,
-             "p_first": a, "p_second": None if b is None else 1.0 - b, "length": mine[1][pid],
-             "opponent_length": theirs[1][pid]}
-            for pid, (a, b) in enumerate(zip(first, second))]
+             "p_first": a, "p_second": b, "length": mine[1][pid], "opponent_length": theirs[1][pid]}
+            for pid, (a, b) in enumerate(orders)]
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -173,6 +173,12 @@ def test_compare_is_symmetric_in_the_two_orders():
         assert 0.0 <= x <= 1.0 and x == pytest.approx(1.0 - y, abs=1e-6)
     assert judge.compare(prompts[:1], a[:1], a[:1]) == pytest.approx([0.5], abs=1e-6)  # a tie with itself
     assert judge.compare([], [], []) == [] and judge.score([], []) == []  # nothing to judge is not an error
+    # each order's own verdict: compare is their mean, and swapping the pair swaps and complements them
+    orders, swapped = judge.compare_orders(prompts, a, b), judge.compare_orders(prompts, b, a)
+    for (x1, x2), (y1, y2), mean in zip(orders, swapped, ab):
+        assert 0.5 * (x1 + x2) == pytest.approx(mean, abs=1e-6)
+        assert (x1, x2) == pytest.approx((1.0 - y2, 1.0 - y1), abs=1e-6)
+    assert any(abs(x1 - x2) > 1e-3 for x1, x2 in orders)  # a random model's A/B answer follows position
 
 
 def test_long_response_is_cut_and_the_rubric_reaches_the_judge():

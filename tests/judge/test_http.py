@@ -151,6 +151,8 @@ def test_compare_averages_p_a_over_both_orders(server, judge_cfg):
     judge = HttpJudge(judge_cfg)
     # good as A: P(A) = 0.8; bad as A: P(A) = 0.3, so P(good first is better) = (0.8 + 1 - 0.3) / 2
     assert judge.compare(["q", "q"], ["good", "bad"], ["bad", "good"]) == [pytest.approx(0.75), pytest.approx(0.25)]
+    # per order: good shown as A wins 0.8, shown as B 1 - 0.3: the verdicts behind the mean, for position consistency
+    assert judge.compare_orders(["q"], ["good"], ["bad"]) == [(pytest.approx(0.8), pytest.approx(0.7))]
     server.set("500")
     assert judge.compare(["q"], ["good"], ["bad"]) == [None]
     assert judge.stats()["failures"] == 1

@@ -31,7 +31,13 @@ class Judge(Protocol):
         ...
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float | None]:
-        """P(first response is better) per pair; None where the judge gave no usable answer."""
+        """P(first response is better) per pair, over both presentation orders; None where there is no answer."""
+        ...
+
+    def compare_orders(self, prompts: list[str], first: list[str],
+                       second: list[str]) -> list[tuple[float | None, float | None]]:
+        """Per pair, P(first is better) when it is shown first and when it is shown second: the two verdicts whose
+        mean compare() returns, and whose agreement is the judge's position consistency."""
         ...
 
     def stats(self) -> dict[str, float]:

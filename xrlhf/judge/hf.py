@@ -232,9 +232,17 @@ class HFJudge:
 
         In likelihood mode it comes from the two responses' rewards instead (likelihood.preference): order plays
         no part, so compare(a, b) = 1 - compare(b, a) exactly."""
+        return [None if a is None or b is None else 0.5 * (a + b)
+                for a, b in self.compare_orders(prompts, first, second)]
+
+    def compare_orders(self, prompts: list[str], first: list[str],
+                       second: list[str]) -> list[tuple[float | None, float | None]]:
+        """(P(first better | shown as A), P(first better | shown as B)) per pair; in likelihood mode both are the
+        order-free preference of the two rewards."""
         if self.cfg.mode == "likelihood":
             both = self.score(prompts + prompts, first + second)
-            return [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
+            prefs = [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
+            return [(p, p) for p in prefs]
         criteria = "; ".join(f"{d.name} ({d.definition})" for d in self.rubric.dimensions)
         groups = []
         for p, a, b in zip(prompts, first, second):
@@ -244,11 +252,11 @@ class HFJudge:
         self.counts["requests"] += len(groups)
         is_a = torch.tensor([t.lstrip("▁Ġ ").startswith("A") for t in self.letter_ids])
         ids = torch.tensor(list(self.letter_ids.values()))
-        out: list[float | None] = []
+        out: list[tuple[float | None, float | None]] = []
         for lp in shared_prefix_logprobs(self.model, groups, ids, self.cfg.batch_size, self._pair_head):
-            p_a = _share(lp.exp(), is_a)  # [2]: P("A") among the A/B answers; rows (first, second), (second, first)
-            out.append(None if math.isnan(p_a.sum().item()) else 0.5 * (p_a[0].item() + 1.0 - p_a[1].item()))
-        self.counts["failures"] += sum(p is None for p in out)
+            p_a = _share(lp.exp(), is_a).tolist()  # [2]: P("A") among A/B; rows (first, second), (second, first)
+            out.append((None if math.isnan(p_a[0]) else p_a[0], None if math.isnan(p_a[1]) else 1.0 - p_a[1]))
+        self.counts["failures"] += sum(a is None or b is None for a, b in out)
         return out
 
     def stats(self) -> dict[str, float]:

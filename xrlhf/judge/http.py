@@ -80,13 +80,22 @@ class HttpJudge:
         """P(first is better) from P("A") vs P("B"), averaged over both orders as HFJudge does; None on failure."""
         if not len(prompts) == len(first) == len(second):
             raise ValueError(f"{len(prompts)} prompts, {len(first)} first and {len(second)} second responses")
+        return [None if a is None or b is None else 0.5 * (a + b)
+                for a, b in self.compare_orders(prompts, first, second)]
+
+    def compare_orders(self, prompts: list[str], first: list[str],
+                       second: list[str]) -> list[tuple[float | None, float | None]]:
+        """(P(first better | shown as A), P(first better | shown as B)) per pair, as HFJudge.compare_orders."""
+        if not len(prompts) == len(first) == len(second):
+            raise ValueError(f"{len(prompts)} prompts, {len(first)} first and {len(second)} second responses")
         if self.cfg.mode == "likelihood":  # from the two rewards, as HFJudge: order-free by construction
             both = self.score(prompts + prompts, first + second)
-            return [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
+            prefs = [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
+            return [(p, p) for p in prefs]
         jobs = [(p, x, y) for p, a, b in zip(prompts, first, second) for x, y in ((a, b), (b, a))]
         p_a = list(self._pool.map(lambda job: self._p_first_label(*job), jobs))
-        out = [None if ab is None or ba is None else 0.5 * (ab + 1.0 - ba) for ab, ba in zip(p_a[::2], p_a[1::2])]
-        failed = sum(p is None for p in out)
+        out = [(ab, None if ba is None else 1.0 - ba) for ab, ba in zip(p_a[::2], p_a[1::2])]
+        failed = sum(a is None or b is None for a, b in out)
         self._count("requests", len(out))
         self._count("failures", failed)
         self._note_failures(failed, len(out), "comparisons")

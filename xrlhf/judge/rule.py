@@ -51,6 +51,11 @@ class RuleJudge:
                 out.append(0.5 if a.reward == b.reward else float(a.reward > b.reward))
         return out
 
+    def compare_orders(self, prompts: list[str], first: list[str],
+                       second: list[str]) -> list[tuple[float | None, float | None]]:
+        """The rule never sees the two side by side: the same verdict in both orders."""
+        return [(p, p) for p in self.compare(prompts, first, second)]
+
     def stats(self) -> dict[str, float]:
         """Counters since the last call; the rule never fails, retries or caches."""
         out = {"requests": float(self._requests), "failures": 0.0, "retries": 0.0, "cache_hits": 0.0}
