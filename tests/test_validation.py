@@ -39,3 +39,26 @@ def test_progress_counts_on_across_a_resume():
     resumed = Progress.resume([{"step": 0}, {"step": 1, **row}])
     assert resumed.advance(8, 8, 1.0)["progress/wall_s"] == 61.0 and resumed.samples == 24
     assert Progress.resume([]) == Progress()
+
+
+@pytest.mark.integration
+def test_a_resumed_run_continues_its_progress_and_curve(tmp_path):
+    """Train 2 steps, resume to 3 through the real graph: counters go on from the last row, the start point of the
+    validation curve is not taken again, and every step keeps its validation point."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, run = Path(__file__).resolve().parents[1], tmp_path / "run"
+    common = ["configs/tiny.yaml", "eval.every_steps=1", "eval.validation_prompts=2", "checkpoint.every=1"]
+    for args in (["--run-dir", str(run), "steps=2"], ["--resume", str(run), "steps=3"]):
+        done = subprocess.run([sys.executable, "-m", "xrlhf.cli", "train", *common, *args], cwd=root,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["progress/samples"] for r in rows] == [16, 32, 48]
+    assert rows[2]["progress/wall_s"] == pytest.approx(rows[1]["progress/wall_s"] + rows[2]["time/step"], abs=0.01)
+    assert ["val_start/reward" in r for r in rows] == [True, False, False]
+    assert all(r["val/scored"] == 2 for r in rows)
