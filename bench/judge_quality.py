@@ -10,6 +10,7 @@ on the corruption's targeted dimension, per corruption, with the judge's seconds
     python bench/judge_quality.py --limit 12 --configs likelihood
     python bench/judge_quality.py --calibrate              # likelihood: raw signal medians -> CALIBRATION
     python bench/judge_quality.py --add --configs "expected, per_dimension, demonstrations"   # one more row
+    python bench/judge_quality.py --step 5 --configs "expected, rubric_first" likelihood   # judge s per quickstart step
 """
 from __future__ import annotations
 
@@ -78,6 +79,27 @@ def measure(name: str, judge: Any, items: list[dict[str, Any]]) -> dict[str, Any
             "reward_std": spread, "good_answers_guarded": false_guards, "corruptions": rows}
 
 
+def quickstart_step(names: list[str], rounds: int) -> None:
+    """CPU seconds of the judge phase of one quickstart step (4 prompts x 2 samples, 24-token responses of the
+    packaged gemma from bench/results/judge_pairs.jsonl), per config, the configs taking turns round by round."""
+    pairs = [json.loads(line) for line in (RESULTS / "judge_pairs.jsonl").read_text().splitlines()][:8]
+    judges = {name: judge_for(CONFIGS[name]) for name in names}
+    tok = next(iter(judges.values())).tokenizer
+    prompts = [p["prompt"] for p in pairs]
+    responses = [tok.decode(tok(p["response"], add_special_tokens=False)["input_ids"][:24]) for p in pairs]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, judge in judges.items():
+            t0 = time.thread_time()
+            judge.score(prompts, responses)
+            times[name].append(time.thread_time() - t0)
+    base = statistics.median(times[names[0]])
+    rows = [{"config": n, "cpu_s_per_step": statistics.median(t), "rounds": t, "vs_first": statistics.median(t) / base}
+            for n, t in times.items()]
+    print(table(rows, ["config", "cpu_s_per_step", "vs_first"]))
+    print(f"wrote {write_result('judge_quality_step', {'samples_per_step': len(pairs), 'results': rows})}")
+
+
 def calibrate(items: list[dict[str, Any]]) -> None:
     """Raw likelihood signals of good answers and of the corruptions aimed at each signal's dimensions."""
     from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, DEFAULT_SIGNAL
@@ -99,6 +121,8 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=DEFAULT, choices=list(CONFIGS))
     ap.add_argument("--limit", type=int, help="only the first N prompts")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--step", type=int, metavar="ROUNDS",
+                    help="time the judge phase of a quickstart step instead (the first config is the reference)")
     ap.add_argument("--add", action="store_true",
                     help="keep the other configs' results already in bench/results/judge_quality.json (same prompts)")
     args = ap.parse_args()
@@ -106,6 +130,9 @@ def main() -> None:
 
     from xrlhf.judge.quality import load_quality, pairs
 
+    if args.step:
+        quickstart_step(args.configs, args.step)
+        return
     rows = load_quality()[:args.limit] if args.limit else load_quality()
     items = pairs(rows)
     if args.calibrate:

@@ -36,6 +36,25 @@ def test_tail_logprobs_equal_a_plain_forward(with_head):
         assert lp.shape == (k,) and torch.allclose(lp, _plain_tail(model, s, k), atol=1e-5)
 
 
+@pytest.mark.parametrize("cap", [None, 3.0])
+def test_target_logprobs_in_blocks_equal_a_full_log_softmax(monkeypatch, cap):
+    """Rows and vocabulary in blocks smaller than both (tiny's vocabulary is ~100), with and without soft-capping."""
+    from xrlhf.judge import scoring
+
+    model, _ = build_tiny_model()
+    monkeypatch.setattr(scoring, "VOCAB_BLOCK", 7)
+    monkeypatch.setattr(scoring, "ROW_BLOCK", 3)
+    monkeypatch.setattr(model.config, "final_logit_softcapping", cap, raising=False)
+    hidden = torch.randn(10, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    targets = torch.randint(0, model.config.vocab_size, (10,), generator=torch.Generator().manual_seed(1))
+    logits = model.get_output_embeddings()(hidden).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    want = torch.log_softmax(logits, -1).gather(-1, targets[:, None]).squeeze(-1)
+    with torch.no_grad():
+        assert torch.allclose(scoring.target_logprobs(model, hidden, targets), want, atol=1e-5)
+
+
 def test_signal_maps_onto_the_range_and_mirrors_direction_lower():
     sig = Signal("fit", -2.0, 0.5)
     hi, lo = Dimension("a", "x", lo=0, hi=4), Dimension("b", "x", direction="lower", lo=1, hi=5)
