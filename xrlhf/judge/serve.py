@@ -36,6 +36,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int = Field(16, ge=1, le=1024)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False  # with logprobs: the prompt's own token log-probs first (judge.mode=likelihood over HTTP)
 
 
 @serve.deployment(max_ongoing_requests=2 * MAX_BATCH)
@@ -71,7 +72,7 @@ class JudgeServer:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise HTTPException(400, "prompt must not be an empty list")
-        jobs = [CompletionJob(p, body.max_tokens, body.temperature, body.logprobs) for p in prompts]
+        jobs = [CompletionJob(p, body.max_tokens, body.temperature, body.logprobs, body.echo) for p in prompts]
         choices = await asyncio.gather(*(self._complete(job) for job in jobs))
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": body.model or self.served_name,
