@@ -153,10 +153,13 @@ def test_quality_set_is_well_formed_and_its_loader_names_bad_lines(tmp_path):
 @pytest.fixture(scope="module")
 def packaged_on_the_quality_set():
     """The default judge (packaged gemma, likelihood mode, guards) on every good answer and the corruptions the
-    tests below read: the hacks, an answer to another prompt and a refusal."""
+    tests below read: the hacks on all prompts (the guarded ones need no forward pass), an answer to another prompt
+    and a refusal on the first 24 (the whole set's figures are bench/judge_quality.py's)."""
     judge = HFJudge(JudgeConfig(model="packaged", cache=False), "packaged")
     kinds = (*HACKS, "off_topic", "refusal")
-    items = [it for it in pairs(load_quality()) if it["corruption"] in kinds]
+    ids = [r["id"] for r in load_quality()]
+    items = [it for it in pairs(load_quality()) if it["corruption"] in HACKS
+             or it["corruption"] in kinds and it["id"] in ids[:24]]
     texts = sorted({(it["prompt"], a) for it in items for a in (it["good"], it["bad"])})
     judged = dict(zip(texts, judge.score([p for p, _ in texts], [a for _, a in texts])))
     return {k: [(judged[(it["prompt"], it["good"])], judged[(it["prompt"], it["bad"])], it["target"])
@@ -177,7 +180,7 @@ def test_hacks_score_below_the_good_answer(packaged_on_the_quality_set, hack):
 @pytest.mark.parametrize("kind", ["off_topic", "refusal"])
 def test_gemma_scores_a_good_answer_above_a_bad_one(packaged_on_the_quality_set, kind):
     """The good answer above an answer to another question and above a refusal, on the reward and on helpfulness,
-    for at least 85% of the prompts (it was at chance, 0.5, with the expected-mode judge)."""
+    for at least 85% of the (first 24) prompts (it was at chance, 0.5, with the expected-mode judge)."""
     rows = packaged_on_the_quality_set[kind]
     assert accuracy([g.reward for g, _, _ in rows], [b.reward for _, b, _ in rows]) >= 0.85
     assert accuracy([g.normalised["helpfulness"] for g, _, _ in rows],
