@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -142,7 +143,7 @@ def main() -> None:
     for name in args.configs:
         results.append(measure(name, judge_for(CONFIGS[name]), items))
         r = results[-1]
-        r.update(command=" ".join(["python", *sys.argv]), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        r.update(command=shlex.join(["python", *sys.argv]), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
         print(f"{name}: aggregate {r['aggregate']:.3f}, worst targeted dimension {r['worst_target']:.3f}, "
               f"{r['cpu_s_per_sample']:.3f} CPU s per sample", flush=True)
     print(table([{k: v for k, v in r.items() if k != "corruptions"} for r in results],
