@@ -263,14 +263,18 @@ def test_serve_judge_requires_the_bearer_token(served):
 
 
 @pytest.mark.slow
-def test_http_scores_agree_with_the_local_judge(served):
+@pytest.mark.parametrize("mode", ["likelihood", "expected"])
+def test_http_scores_agree_with_the_local_judge(served, mode):
+    """serve-judge (the packaged gemma) over HTTP against the local judge: likelihood mode from the echoed prompt
+    log-probs (the server tokenises each text whole, the local judge in parts), expected mode from the score cue."""
     import torch
 
     from xrlhf.judge.hf import HFJudge
 
     cfg, url = served
     http = HttpJudgeConfig(base_url=url, api_key_env=TOKEN_ENV, tokenizer="packaged", timeout_s=120, max_retries=1)
-    remote = HttpJudge(cfg.judge.model_copy(update={"backend": "http", "http": http}))
+    local_cfg = cfg.judge.model_copy(update={"mode": mode})
+    remote = HttpJudge(local_cfg.model_copy(update={"backend": "http", "http": http}))
     prompts, responses = [p for p, _ in REAL_PAIRS], [r for _, r in REAL_PAIRS]
     t0 = time.perf_counter()
     over_http = remote.score(prompts, responses)
@@ -278,7 +282,7 @@ def test_http_scores_agree_with_the_local_judge(served):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads on two shared cores only spin against each other
     try:
-        local = HFJudge(cfg.judge, "packaged", None).score(prompts, responses)
+        local = HFJudge(local_cfg, "packaged", None).score(prompts, responses)
     finally:
         torch.set_num_threads(threads)
     print(f"http {t1 - t0:.1f} s, local {time.perf_counter() - t1:.1f} s for {len(REAL_PAIRS)} pairs")
