@@ -120,11 +120,11 @@ class HttpJudge:
         fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
         plans: list[list[tuple[Dimension, tuple[tuple[str, str], ...] | Verdict]]] = []
         for p, r, f in zip(prompts, responses, fired):
-            spared = {d.name: f for d in guards.concerned(f[0], self.rubric.dimensions)} if f else {}
+            guarded = {d.name for d in guards.concerned(f[0], self.rubric.dimensions)} if f else set()
             plan = []
             for d in self.rubric.dimensions:
-                if d.name in spared:
-                    plan.append((d, Verdict(guards.worst(d), 1.0, f"guard {f[0]}: {f[1]}")))  # type: ignore[index]
+                if f and d.name in guarded:
+                    plan.append((d, Verdict(guards.worst(d), 1.0, f"guard {f[0]}: {f[1]}")))
                 elif not r.strip():
                     plan.append((d, Verdict(guards.worst(d), 1.0, "empty response: no token to score")))
                 else:
