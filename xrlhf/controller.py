@@ -202,7 +202,6 @@ class Controller:
         self.val_start = self._validate("val_start") if start == 0 and self.val_prompts else {}
         self.wandb = _wandb_run(cfg, self.run.path)
         self.judge_last_success = time.monotonic()
-        self.t_steps, self.steps_done = 0.0, 0
         for step in range(start, cfg.steps):
             row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step,
                                                                    cfg.seed, cfg.data.shuffle))
@@ -257,15 +256,10 @@ class Controller:
         exp_ref = ray.put(exp)
         t0 = time.perf_counter()
         ref_future = g.reference.reference_logprobs.remote(exp_ref)  # runs while the judges score
-        idx_chunks = _split(list(range(len(exp.prompts))), len(g.judges))
-        judge_futures = [j.score.remote([exp.prompts[i] for i in idx], [exp.responses[i] for i in idx])
-                         for j, idx in zip(g.judges, idx_chunks)]
-        judged = ray.get(judge_futures)
+        judgements, judge_stats = self._judge(exp.prompts, exp.responses)
         t_judge = time.perf_counter() - t0
         ref_logprobs, ref_own_s = ray.get(ref_future)
         t_reference = time.perf_counter() - t0
-        judgements = [j for part in judged for j in part[0]]
-        judge_stats = _sum_stats([part[2] for part in judged])
         exp.ref_logprobs = ref_logprobs
         exp.scores = [j.normalised for j in judgements]
         exp.rewards = torch.tensor([j.reward if j.reward is not None else float("nan") for j in judgements])
@@ -295,11 +289,10 @@ class Controller:
             row.update(self._validate("val"))
         self.run.append(self.run.metrics, [row])
         self.run.append(self.run.samples, self._sample_rows(step, exp, judgements, advantages))
-        self.t_steps, self.steps_done = self.t_steps + times["time/step"], self.steps_done + 1
         log.info("%s step %d/%d reward %.3f±%.3f kl %.4f len %.1f %s%.1fs, ETA %s", self.cfg.run_name, step + 1,
                  self.cfg.steps, row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
                  row["response_length/mean"], f"missing {row['judge/missing']} " if row["judge/missing"] else "",
-                 times["time/step"], eta(self.steps_done, self.steps_done + self.cfg.steps - step - 1, self.t_steps))
+                 times["time/step"], eta(step + 1, self.cfg.steps, self.progress.wall_s))
         if give_up:
             # This step's row (its failures counted) is written; the checkpoint resumes after it.
             self._checkpoint(step + 1)
@@ -312,22 +305,27 @@ class Controller:
                                         f"(a resumed run goes on at step {step + 1})")
         return row
 
+    def _judge(self, prompts: list[str], responses: list[str]) -> tuple[list[Any], dict[str, float]]:
+        """The samples split across the judge actors, scored in parallel: (judgements in order, summed stats)."""
+        g = self.graph
+        chunks = _split(list(range(len(prompts))), len(g.judges))
+        judged = ray.get([j.score.remote([prompts[i] for i in idx], [responses[i] for i in idx])
+                          for j, idx in zip(g.judges, chunks)])
+        return [j for part in judged for j in part[0]], _sum_stats([part[2] for part in judged])
+
     def _validate(self, prefix: str) -> dict[str, Any]:
         """The current policy's greedy answers to the validation prompts, scored by the training judges. An actor
         lost here costs this point of the curve only (logged), not a retry of the step's update."""
         g, t0 = self.graph, time.perf_counter()
         try:
             texts, lengths = ray.get(g.rollouts[0].validate.remote(self.val_prompts))
-            idx_chunks = _split(list(range(len(texts))), len(g.judges))
-            judged = ray.get([j.score.remote([self.val_prompts[i] for i in idx], [texts[i] for i in idx])
-                              for j, idx in zip(g.judges, idx_chunks)])
+            judgements, stats = self._judge(self.val_prompts, texts)
         except RETRYABLE as exc:
             log.warning("%s: validation lost an actor (%s); no %s point this step", self.cfg.run_name,
                         type(exc).__name__, prefix)
             return {}
-        out: dict[str, Any] = validation_metrics([j for part in judged for j in part[0]], lengths,
-                                                 list(self.cfg.judge.dimensions), prefix)
-        out[f"{prefix}/judge_requests"] = _sum_stats([part[2] for part in judged]).get("requests", len(texts))
+        out: dict[str, Any] = validation_metrics(judgements, lengths, list(self.cfg.judge.dimensions), prefix)
+        out[f"{prefix}/judge_requests"] = stats.get("requests", len(texts))
         out[f"time/{prefix}"] = time.perf_counter() - t0
         log.info("%s %s reward %.3f on %d held-out prompts (%.1fs)", self.cfg.run_name, prefix,
                  out[f"{prefix}/reward"] if out[f"{prefix}/reward"] is not None else float("nan"), len(texts),

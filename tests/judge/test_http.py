@@ -173,6 +173,23 @@ def test_chat_only_server_is_used_through_chat_completions(server, judge_cfg):
     assert all(v.scores["helpfulness"] == pytest.approx(2.75) for v in verdicts)
 
 
+def test_guards_decide_degenerate_answers_over_http_too(server, judge_cfg):
+    """judge.guards holds for the HTTP judge in expected mode as for the local one: an empty answer and a loop get
+    every dimension's worst score with the reason, and no request is sent for them."""
+    server.set("none")
+    judge = HttpJudge(judge_cfg)
+    try:
+        out = judge.score(["What is 2+2?"] * 3, ["", "four four four four four four four four four", "4"])
+        stats = judge.stats()
+    finally:
+        judge.close()
+    assert stats["requests"] == len(DIMS)  # only the real answer was asked about
+    for j, kind in zip(out, ("empty", "repetition")):
+        assert j.reward == 0.0 and j.missing == 0
+        assert all(r.startswith(f"guard {kind}") for r in j.rationale.values())
+    assert out[2].reward > 0 and not out[2].rationale
+
+
 def test_cache_answers_repeats_without_requests(server, judge_cfg):
     server.set("none")
     judge = HttpJudge(judge_cfg.model_copy(update={"cache": True}))

@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from xrlhf.judge import guards
 from xrlhf.judge.rubric import Rubric, expected_score, parse_score
 
-__all__ = ["Judge", "Judgement", "expected_score", "parse_score"]
+__all__ = ["Judge", "Judgement", "Verdict", "expected_score", "judgement", "parse_score"]
 
 
 @dataclass
@@ -19,6 +20,31 @@ class Judgement:
     rationale: dict[str, str] = field(default_factory=dict)  # only with judge.rationale; never in the reward
     reward: float | None = None  # None: dropped by the missing policy
     missing: int = 0  # dimensions that failed after retries
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One dimension's outcome for one (prompt, response), as a backend produced it."""
+
+    score: float | None
+    confidence: float | None
+    rationale: str = ""
+
+
+def judgement(rubric: Rubric, verdicts: list[Verdict], fired: tuple[str, str] | None = None) -> Judgement:
+    """The Judgement of one sample from its verdicts in rubric order; a fired guard (guards.check) replaces the
+    verdicts of the dimensions it concerns with their worst score and says why, whatever backend scored them."""
+    if fired is not None:
+        kind, reason = fired
+        hit = {d.name for d in guards.concerned(kind, rubric.dimensions)}
+        verdicts = [Verdict(guards.worst(d), 1.0, f"guard {kind}: {reason}") if d.name in hit else v
+                    for d, v in zip(rubric.dimensions, verdicts)]
+    names = rubric.names
+    scores = {n: v.score for n, v in zip(names, verdicts)}
+    normalised = rubric.normalise_all(scores)
+    return Judgement(scores=scores, normalised=normalised, confidence={n: v.confidence for n, v in zip(names, verdicts)},
+                     rationale={n: v.rationale for n, v in zip(names, verdicts) if v.rationale},
+                     reward=rubric.aggregate(normalised), missing=sum(v.score is None for v in verdicts))
 
 
 class Judge(Protocol):

@@ -59,3 +59,8 @@ def concerned(kind: str, dimensions: tuple[Dimension, ...]) -> list[Dimension]:
 def worst(dim: Dimension) -> float:
     """The raw score that normalises to 0 (the range's end the direction calls worst)."""
     return float(dim.lo if dim.direction == "higher" else dim.hi)
+
+
+def spared(fired: tuple[str, str] | None, dimensions: tuple[Dimension, ...]) -> set[str]:
+    """Names of the dimensions a fired check decides (none when nothing fired): no judge model is asked about them."""
+    return {d.name for d in concerned(fired[0], dimensions)} if fired else set()

@@ -5,7 +5,6 @@ import functools
 import logging
 import math
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,8 +12,8 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 
 from xrlhf.config import JudgeConfig
 from xrlhf.judge import guards
-from xrlhf.judge.base import Judgement
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, preference, signal_for
+from xrlhf.judge.base import Judgement, Verdict, judgement
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, order_free, signal_for
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
@@ -27,15 +26,6 @@ SCORE_TOKENS = 4  # generate mode: room for "3", " 3/4" or "3." before parsing
 RETRY_TEMPERATURE = 0.7  # a retry must be able to say something other than the greedy answer
 RATIONALE_TOKENS = 48
 CACHE_SIZE = 200_000  # verdicts kept per process; a few hundred bytes each
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One dimension's outcome for one (prompt, response)."""
-
-    score: float | None
-    confidence: float | None
-    rationale: str = ""
 
 
 # Shared by every HFJudge in the process, keyed by everything that determines a verdict.
@@ -67,7 +57,7 @@ class HFJudge:
         self._head = self._fixed_prefix(lambda p: self._render(p, "", dim), "0")
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
         self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
-        self.likelihood = LikelihoodScorer(self.model, self.tokenizer, self.instruction, cfg.batch_size)
+        self.likelihood = LikelihoodScorer(self.model, self.tokenizer, cfg.batch_size)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
 
     def _fixed_prefix(self, render: Any, answer: str) -> PrefixCache:
@@ -89,7 +79,7 @@ class HFJudge:
         fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
         for i, row in enumerate(keys):
             # a guard that sets every dimension leaves the model nothing to decide: no forward pass for it
-            spared = {d.name for d in guards.concerned(fired[i][0], self.rubric.dimensions)} if fired[i] else set()
+            spared = guards.spared(fired[i], self.rubric.dimensions)
             for d, k in zip(self.rubric.dimensions, row):
                 if k not in known and d.name not in spared:
                     todo.setdefault(k, (i, d))
@@ -98,8 +88,8 @@ class HFJudge:
         fresh = dict(zip(todo, self._verdicts(prompts, responses, list(todo.values()))))
         for k, verdict in fresh.items():
             self._remember(k, verdict)
-        unscored = Verdict(None, None)  # only where a guard replaces it in _judgement
-        return [self._judgement([known.get(k) or fresh.get(k, unscored) for k in row], f)
+        unscored = Verdict(None, None)  # only where a guard replaces it in judgement()
+        return [judgement(self.rubric, [known.get(k) or fresh.get(k, unscored) for k in row], f)
                 for row, f in zip(keys, fired)]
 
     def _key(self, prompt: str, response: str, dim: Dimension) -> tuple:
@@ -114,20 +104,6 @@ class HFJudge:
         _VERDICTS[key] = verdict
         if len(_VERDICTS) > CACHE_SIZE:
             _VERDICTS.popitem(last=False)
-
-    def _judgement(self, verdicts: list[Verdict], fired: tuple[str, str] | None) -> Judgement:
-        names = self.rubric.names
-        if fired is not None:
-            kind, reason = fired
-            hit = {d.name for d in guards.concerned(kind, self.rubric.dimensions)}
-            verdicts = [Verdict(guards.worst(d), 1.0, f"guard {kind}: {reason}") if d.name in hit else v
-                        for d, v in zip(self.rubric.dimensions, verdicts)]
-        scores = {n: v.score for n, v in zip(names, verdicts)}
-        normalised = self.rubric.normalise_all(scores)
-        rationale = {n: v.rationale for n, v in zip(names, verdicts) if v.rationale}
-        return Judgement(scores=scores, normalised=normalised,
-                         confidence={n: v.confidence for n, v in zip(names, verdicts)}, rationale=rationale,
-                         reward=self.rubric.aggregate(normalised), missing=sum(v.score is None for v in verdicts))
 
     def _verdicts(self, prompts: list[str], responses: list[str], todo: list[tuple[int, Dimension]]) -> list[Verdict]:
         if not todo:
@@ -240,9 +216,7 @@ class HFJudge:
         """(P(first better | shown as A), P(first better | shown as B)) per pair; in likelihood mode both are the
         order-free preference of the two rewards."""
         if self.cfg.mode == "likelihood":
-            both = self.score(prompts + prompts, first + second)
-            prefs = [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
-            return [(p, p) for p in prefs]
+            return order_free(self, prompts, first, second)
         criteria = "; ".join(f"{d.name} ({d.definition})" for d in self.rubric.dimensions)
         groups = []
         for p, a, b in zip(prompts, first, second):

@@ -7,13 +7,12 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from xrlhf.config import ConfigError, JudgeConfig
-from xrlhf.judge.base import Judgement
+from xrlhf.judge.base import Judgement, Verdict, judgement
 from xrlhf.judge import guards
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, contexts, preference, signal_for, tail
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, contexts, order_free, signal_for, tail
 from xrlhf.judge.openai_client import CompletionClient, CompletionError, PromptLogprobsUnavailable
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
@@ -25,15 +24,6 @@ log = logging.getLogger(__name__)
 SCORE_TOKENS = 4
 RETRY_TEMPERATURE = 0.7
 RATIONALE_TOKENS = 48
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One dimension's outcome for one (prompt, response)."""
-
-    score: float | None
-    confidence: float | None
-    rationale: str = ""
 
 
 class HttpJudge:
@@ -67,12 +57,17 @@ class HttpJudge:
         """One Judgement per (prompt, response); failed dimensions are None and counted in `missing`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
         if self.cfg.mode == "likelihood":
-            return self._likelihood(prompts, responses)
-        jobs = [(p, r, d) for p, r in zip(prompts, responses) for d in self.rubric.dimensions]
-        verdicts = list(self._pool.map(lambda job: self._verdict(*job), jobs))
-        n = len(self.rubric.dimensions)
-        out = [self._judgement(verdicts[i * n:(i + 1) * n]) for i in range(len(prompts))]
+            return self._likelihood(prompts, responses, fired)
+        # one request per dimension a guard does not decide; the guard's verdicts come from judgement()
+        jobs = [(i, d) for i, f in enumerate(fired) for d in self.rubric.dimensions
+                if d.name not in guards.spared(f, self.rubric.dimensions)]
+        done = dict(zip(jobs, self._pool.map(lambda job: self._verdict(prompts[job[0]], responses[job[0]], job[1]),
+                                             jobs)))
+        unscored = Verdict(None, None)  # only where the guard replaces it
+        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f)
+               for i, f in enumerate(fired)]
         self._note_failures(sum(j.missing for j in out), len(jobs), "dimension scores")
         return out
 
@@ -89,9 +84,7 @@ class HttpJudge:
         if not len(prompts) == len(first) == len(second):
             raise ValueError(f"{len(prompts)} prompts, {len(first)} first and {len(second)} second responses")
         if self.cfg.mode == "likelihood":  # from the two rewards, as HFJudge: order-free by construction
-            both = self.score(prompts + prompts, first + second)
-            prefs = [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
-            return [(p, p) for p in prefs]
+            return order_free(self, prompts, first, second)
         jobs = [(p, x, y) for p, a, b in zip(prompts, first, second) for x, y in ((a, b), (b, a))]
         p_a = list(self._pool.map(lambda job: self._p_first_label(*job), jobs))
         out = [(ab, None if ba is None else 1.0 - ba) for ab, ba in zip(p_a[::2], p_a[1::2])]
@@ -114,42 +107,42 @@ class HttpJudge:
         self._pool.shutdown(wait=True)
         self.client.close()
 
-    def _likelihood(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
+    def _likelihood(self, prompts: list[str], responses: list[str],
+                    fired: list[tuple[str, str] | None]) -> list[Judgement]:
         """Likelihood mode as HFJudge scores it (xrlhf/judge/likelihood.py), each text's log-probs from the server's
-        echoed prompt; guards as there. Raises PromptLogprobsUnavailable where the server does not echo them."""
-        fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
-        plans: list[list[tuple[Dimension, tuple[tuple[str, str], ...] | Verdict]]] = []
+        echoed prompt. Raises PromptLogprobsUnavailable where the server does not echo them."""
+        plans: list[list[tuple[tuple[str, str], ...] | Verdict]] = []
         for p, r, f in zip(prompts, responses, fired):
-            guarded = {d.name for d in guards.concerned(f[0], self.rubric.dimensions)} if f else set()
-            plan = []
+            decided = guards.spared(f, self.rubric.dimensions)
+            plan: list[tuple[tuple[str, str], ...] | Verdict] = []
             for d in self.rubric.dimensions:
-                if f and d.name in guarded:
-                    plan.append((d, Verdict(guards.worst(d), 1.0, f"guard {f[0]}: {f[1]}")))
+                if d.name in decided:
+                    plan.append(Verdict(None, None))  # judgement() puts the guard's verdict here
                 elif not r.strip():
-                    plan.append((d, Verdict(guards.worst(d), 1.0, "empty response: no token to score")))
+                    plan.append(Verdict(guards.worst(d), 1.0, "empty response: no token to score"))
                 else:
                     instruction = self.cfg.dimensions[d.name].instruction or self.instruction
-                    plan.append((d, tuple((instruction + c, tail(self._clip(r)))
-                                          for c in contexts(self._clip(p), self.signals[d.name].kind))))
+                    plan.append(tuple((instruction + c, tail(self._clip(r)))
+                                      for c in contexts(self._clip(p), self.signals[d.name].kind)))
             plans.append(plan)
-        texts = list(dict.fromkeys(t for plan in plans for _, todo in plan if not isinstance(todo, Verdict)
+        texts = list(dict.fromkeys(t for plan in plans for todo in plan if not isinstance(todo, Verdict)
                                    for t in todo))
         means = dict(zip(texts, self._pool.map(lambda t: self._mean_logprob(*t), texts)))
         out = []
-        for plan in plans:
+        for plan, f in zip(plans, fired):
             verdicts = []
-            for d, todo in plan:
+            for d, todo in zip(self.rubric.dimensions, plan):
                 if isinstance(todo, Verdict):
                     verdicts.append(todo)
                     continue
                 values = [means[t] for t in todo]
-                if any(v is None for v in values):
+                if any(v is None for v in values):  # a request that failed for good: missing, never 0
                     verdicts.append(Verdict(None, None))
                     continue
                 raw = values[0] - values[1] if len(values) > 1 else values[0]
                 note = f"{self.signals[d.name].kind} {raw:.3f}" if self.cfg.rationale else ""
                 verdicts.append(Verdict(*self.signals[d.name].score(raw, d), note))  # type: ignore[arg-type]
-            out.append(self._judgement(verdicts))
+            out.append(judgement(self.rubric, verdicts, f))
         self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
         return out
 
@@ -237,14 +230,6 @@ class HttpJudge:
             log.debug("pairwise judge request failed for good: %s", exc)
             return None
         return pairwise_probability(done.top_logprobs or {})
-
-    def _judgement(self, verdicts: list[Verdict]) -> Judgement:
-        scores = {n: v.score for n, v in zip(self.labels, verdicts)}
-        normalised = self.rubric.normalise_all(scores)
-        return Judgement(scores=scores, normalised=normalised,
-                         confidence={n: v.confidence for n, v in zip(self.labels, verdicts)},
-                         rationale={n: v.rationale for n, v in zip(self.labels, verdicts) if v.rationale},
-                         reward=self.rubric.aggregate(normalised), missing=sum(s is None for s in scores.values()))
 
     def _clip(self, text: str) -> str:
         if self.tokenizer is None:

@@ -53,6 +53,15 @@ def preference(first: float | None, second: float | None) -> float | None:
     return 0.5 + 0.5 * math.tanh((first - second) / PAIR_SCALE)
 
 
+def order_free(judge: Any, prompts: list[str], first: list[str],
+               second: list[str]) -> list[tuple[float | None, float | None]]:
+    """compare_orders of a likelihood judge: both "orders" are the preference of the two rewards (judge.score),
+    which the judge computes without ever seeing the two side by side."""
+    both = judge.score(prompts + prompts, first + second)
+    prefs = [preference(a.reward, b.reward) for a, b in zip(both[:len(prompts)], both[len(prompts):])]
+    return [(p, p) for p in prefs]
+
+
 def with_question(prompt: str) -> str:
     return f"Question: {prompt}\nAnswer:"
 
@@ -97,9 +106,8 @@ class LikelihoodScorer:
     """Raw signals for (sample, dimension) pairs, each distinct text computed once: dimensions that share an
     instruction share their forward passes, and the instruction's KV cache is computed once per judge."""
 
-    def __init__(self, model: Any, tokenizer: Any, instruction: str, batch_size: int) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.instruction = instruction
         self._heads: dict[str, PrefixCache] = {}
 
     def _ids(self, text: str, special: bool = False) -> list[int]:
