@@ -90,11 +90,51 @@ def force_length(model: Any, new_tokens: int) -> None:
     model.generate = fixed
 
 
-class XrlhfStep:
-    """One in-process xrlhf step, exactly the graph's work without Ray: sample → reference → judge → learner.update.
+class LocalRoles:
+    """The step's roles (xrlhf.step.Roles) in this process, without Ray: the learner's own model samples (in the
+    graph a rollout actor holds a copy with the same weights) and its base weights give the reference."""
 
-    The learner's own model samples (in the graph a rollout actor holds a copy with the same weights).
-    """
+    def __init__(self, cfg: Any, learner: Any, judge: Any):
+        self.cfg, self.learner, self.judge = cfg, learner, judge
+
+    def generate(self, prompts: list[str], seed: int) -> Any:
+        from xrlhf.generation import sample
+        from xrlhf.step import Rollout
+
+        r, tr, t0 = self.cfg.rollout, self.learner.trainer, time.perf_counter()
+        exp = sample(tr.model, tr.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,
+                     r.top_p, r.top_k, seed=seed, policy_version=self.learner.version,
+                     max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        return Rollout(exp, time.perf_counter() - t0)
+
+    def reference(self, exp: Any) -> Callable[[], Any]:
+        from xrlhf.step import Reference
+
+        def collect() -> Reference:  # runs when collected, after the judge: one process does one thing at a time
+            t0 = time.perf_counter()
+            return Reference(self.learner.reference_logprobs(exp), time.perf_counter() - t0)
+        return collect
+
+    def judge(self, prompts: list[str], responses: list[str]) -> Any:
+        from xrlhf.step import Judged
+
+        t0 = time.perf_counter()
+        return Judged(self.judge.score(prompts, responses), time.perf_counter() - t0, self.judge.stats())
+
+    def update(self, exp: Any) -> Any:
+        from xrlhf.step import UpdateResult
+
+        t0, before = time.perf_counter(), self.learner.version
+        metrics, advantages = self.learner.update(exp)
+        return UpdateResult(metrics, advantages, self.learner.version, self.learner.version > before,
+                            time.perf_counter() - t0)
+
+    def sync(self) -> float:
+        return 0.0  # the sampler is the learner's model
+
+
+class XrlhfStep:
+    """One in-process xrlhf step: xrlhf.step.run_step, the controller's own step, on LocalRoles."""
 
     def __init__(self, cfg: Any, prompts: list[str]):
         from xrlhf.judge import build_judge
@@ -104,36 +144,21 @@ class XrlhfStep:
         self.learner = make_learner(cfg)
         self.judge = build_judge(cfg.judge, cfg.model.name, cfg.model.cache_dir)
         force_length(self.learner.trainer.model, cfg.rollout.max_new_tokens)
+        self.roles = LocalRoles(cfg, self.learner, self.judge)
         self.calls = 0
 
     def __call__(self) -> dict[str, float]:
         """Run one step on the next prompts; returns seconds per stage and in all."""
-        from xrlhf.generation import sample
+        from xrlhf.step import run_step
 
-        r, tr = self.cfg.rollout, self.learner.trainer
-        prompts = batch_prompts(self.prompts, self.calls, r.prompts_per_step)
+        prompts = batch_prompts(self.prompts, self.calls, self.cfg.rollout.prompts_per_step)
         self.calls += 1
-        t = {}
         c0 = time.thread_time()  # CPU seconds of this thread: torch runs single-threaded ops in the caller
-        t0 = time.perf_counter()
-        exp = sample(tr.model, tr.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,
-                     r.top_p, r.top_k, seed=self.calls, policy_version=tr.version,
-                     max_prompt_tokens=self.cfg.data.max_prompt_tokens)
-        t["rollout"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        exp.ref_logprobs = tr.reference_logprobs(exp)
-        t["reference"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        judgements = self.judge.score(exp.prompts, exp.responses)
-        exp.scores = [j.normalised for j in judgements]
-        exp.rewards = torch.tensor([j.reward if j.reward is not None else float("nan") for j in judgements])
-        t["judge"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        self.learner.update(exp)
-        t["learner"] = time.perf_counter() - t1
-        t["step"] = time.perf_counter() - t0
-        t["step_cpu"] = time.thread_time() - c0
-        self.last_shape = tuple(exp.input_ids.shape)
+        out = run_step(self.roles, prompts, self.calls, self.cfg.algorithm.kl_estimator)
+        t = {"rollout": out.times["time/rollout_own"], "reference": out.times["time/reference_pass"],
+             "judge": out.times["time/judge_own"], "learner": out.times["time/learner_own"],
+             "step": out.times["time/step"], "step_cpu": time.thread_time() - c0}
+        self.last_shape = tuple(out.exp.input_ids.shape)
         return t
 
 

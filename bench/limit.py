@@ -141,7 +141,7 @@ def main() -> None:
         rec = {"rollout": (cpu, wall, f)}
         ref, cpu, wall, _ = counter.measure(lambda: tr.reference_logprobs(exp))
         rec["reference"] = (cpu, wall, counter.forward_flops(lora=False))
-        exp.ref_logprobs = ref
+        exp.set_reference(ref, cfg.algorithm.kl_estimator)
         with torch.no_grad():
             _, cpu, wall, _ = counter.measure(lambda: tr.forward(exp))
         rec["policy_forward"] = (cpu, wall, counter.forward_flops(lora=True))

@@ -21,7 +21,8 @@ import torch
 from faults import GOOD_SCORE, JudgeFaultServer, find_actor, listening, process_tree
 from faults import rows as _rows, train_in_thread as _train_in_thread, wait_rows as _wait_rows
 from xrlhf.config import ResourcesConfig, load_config
-from xrlhf.controller import Controller, JudgeUnavailableError, init_ray, shutdown_graph
+from xrlhf.controller import Controller, JudgeUnavailableError, shutdown_graph
+from xrlhf.graph import init_ray
 from xrlhf.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,7 +342,7 @@ def test_nan_loss_and_inf_gradient_skip_the_update_and_keep_the_weights(tmp_path
     learner = make_learner(cfg)
     trainer = learner.trainer
     exp = sample(trainer.model, trainer.tokenizer, ["Say something.", "Name a fruit."], 4, 12, seed=0)
-    exp.ref_logprobs = exp.behaviour_logprobs.clone()
+    exp.set_reference(exp.behaviour_logprobs.clone(), cfg.algorithm.kl_estimator)
     exp.rewards = torch.linspace(0.0, 1.0, 8)
 
     def weights():

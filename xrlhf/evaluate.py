@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def _generate(model: Any, tok: Any, prompts: list[str], cfg: Config) -> tuple[list[str], list[int]]:
     exp = sample(model, tok, prompts, 1, cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
                  seed=cfg.seed, max_prompt_tokens=cfg.data.max_prompt_tokens)
-    return exp.responses, [int(n) for n in exp.response_mask.sum(-1)]
+    return exp.responses, exp.lengths()
 
 
 def _name_meta(name: str) -> tuple[str, int | None]:

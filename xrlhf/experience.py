@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from xrlhf.algorithms.kl import kl_penalty
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of `x` over entries where `mask` is 1; an all-zero mask gives 0, not NaN."""
@@ -145,11 +147,28 @@ class Experience:
     ref_logprobs: torch.Tensor | None = None  # [B, R]
     scores: list[dict[str, float | None]] | None = None  # per-judge scores, None where a judge failed
     rewards: torch.Tensor | None = None  # [B] aggregate judge reward, NaN where the judge dropped the sample
+    kl: torch.Tensor | None = None  # [B, R] per-token KL to the reference (0 at padding), set by set_reference
+
+    def set_reference(self, ref_logprobs: torch.Tensor, estimator: str) -> None:
+        """Attach the reference log-probs and the per-token KL of the sampled tokens to them, computed here once
+        for the learner, the metrics and the sample rows."""
+        self.ref_logprobs = ref_logprobs
+        self.kl = kl_penalty(self.behaviour_logprobs.float(), ref_logprobs, estimator) * self.response_mask.float()
+
+    def token_kl(self) -> torch.Tensor:
+        """The per-token KL `[B, R]`; a clear error where no reference was attached."""
+        if self.kl is None:
+            raise ValueError("this batch has no reference log-probs: call Experience.set_reference first")
+        return self.kl
 
     @property
     def response_len(self) -> int:
         """R, the padded response length."""
         return self.response_mask.shape[1]
+
+    def lengths(self) -> list[int]:
+        """Tokens in each response."""
+        return [int(n) for n in self.response_mask.sum(-1)]
 
     def to(self, device: torch.device | str) -> Experience:
         """A copy with every tensor on `device`."""

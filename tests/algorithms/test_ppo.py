@@ -124,7 +124,7 @@ def test_update_reuses_the_first_minibatch_forward_for_its_old_values(epochs, mi
     plain.value_head.load_state_dict(fused.value_head.state_dict())
     start = {k: v.clone() for k, v in fused.value_head.state_dict().items()}
     exp = sample(fused.trainer.model, fused.trainer.tokenizer, ["Say something.", "Name a fruit."], 4, 12, seed=0)
-    exp.ref_logprobs = exp.behaviour_logprobs - 0.01
+    exp.set_reference(exp.behaviour_logprobs - 0.01, fused.cfg.algorithm.kl_estimator)
     exp.rewards = torch.linspace(0.0, 1.0, 8)
     for learner in (fused, plain):
         calls = []

@@ -119,7 +119,7 @@ def test_reinforce_learner_ema_baseline_per_optimiser_step(init, first_baseline)
     for step, rewards in enumerate((torch.tensor([0.2, 0.4, 0.6, 1.0]), torch.tensor([1.0, 0.0, 0.5, 0.5]))):
         exp = sample(learner.trainer.model, learner.trainer.tokenizer, ["Say something.", "Name a fruit."], 2, 8,
                      seed=step)
-        exp.ref_logprobs = exp.behaviour_logprobs - 0.02
+        exp.set_reference(exp.behaviour_logprobs - 0.02, "k1")
         exp.rewards = rewards
         mask = exp.response_mask.float()
         returns = sequence_returns(rewards, kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, "k1") * mask,

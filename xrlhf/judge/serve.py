@@ -112,7 +112,7 @@ def _init_ray(cfg: Config) -> None:
     if res.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=res.address)
     else:
-        from xrlhf.controller import start_local_ray
+        from xrlhf.graph import start_local_ray
 
         start_local_ray(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=False,
                         dashboard_host=res.dashboard_host)

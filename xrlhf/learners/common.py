@@ -1,4 +1,5 @@
-"""What every learner shares: the trainable policy, its optimiser, a guarded step, weights, state."""
+"""What every learner shares: the trainable policy, its optimiser, a guarded step, weights, state, and the
+PolicyLearner base that gives both algorithms one rule for versions and skipped updates."""
 from __future__ import annotations
 
 import logging
@@ -38,6 +39,7 @@ class PolicyTrainer:
         self.version = 0
         self.nonfinite_in_a_row = 0
         self.skipped_updates = 0
+        self.applied_steps = 0  # optimiser steps taken; PolicyLearner.update advances the version by them
         self.step_attempts = 0  # counts step() calls, for algorithm.debug_inject_nonfinite
 
     def add_params(self, params: list[torch.nn.Parameter]) -> None:
@@ -69,6 +71,7 @@ class PolicyTrainer:
             return self._skip("gradient", grad_norm)
         self.optimizer.step()
         self.nonfinite_in_a_row = 0
+        self.applied_steps += 1
         return grad_norm, True
 
     def _skip(self, what: str, grad_norm: float) -> tuple[float, bool]:
@@ -109,3 +112,55 @@ class PolicyTrainer:
     def save_adapter(self, path: str) -> None:
         """An adapter folder loadable with PeftModel.from_pretrained (full weights without LoRA)."""
         self.model.save_pretrained(path)
+
+
+class PolicyLearner:
+    """The Learner protocol (xrlhf.learners.Learner) on a PolicyTrainer; an algorithm writes `_update` only.
+
+    One rule for every algorithm: an update advances the policy version when at least one of its optimiser steps
+    was applied, and reports `skipped_update` when none was (every step had a non-finite loss or gradient).
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.trainer = PolicyTrainer(cfg)
+
+    def _update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
+        """The algorithm's optimiser steps on one batch: (metrics, a mean advantage per sample)."""
+        raise NotImplementedError
+
+    def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
+        before = self.trainer.applied_steps
+        metrics, advantages = self._update(exp)
+        applied = self.trainer.applied_steps > before
+        if applied:
+            self.trainer.version += 1
+        metrics["skipped_update"] = not applied
+        return metrics, advantages
+
+    @property
+    def version(self) -> int:
+        return self.trainer.version
+
+    def weights(self) -> tuple[dict[str, torch.Tensor], int]:
+        return self.trainer.weights()
+
+    def reference_logprobs(self, exp: Experience) -> torch.Tensor:
+        return self.trainer.reference_logprobs(exp)
+
+    def save_adapter(self, path: str) -> None:
+        self.trainer.save_adapter(path)
+
+    def state(self) -> dict[str, Any]:
+        return {"trainer": self.trainer.state(), **self._extra_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._load_extra_state(state)
+        self.trainer.load_state(state["trainer"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        """What the algorithm keeps besides the policy and optimiser (a value head, a baseline)."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

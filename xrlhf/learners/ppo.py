@@ -6,12 +6,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from xrlhf.algorithms.kl import kl_penalty
 from xrlhf.algorithms.ppo import compute_gae, explained_variance, policy_loss, token_level_rewards, value_loss
 from xrlhf.config import Config
 from xrlhf.experience import Experience, masked_mean, masked_whiten, response_logprobs
-from xrlhf.learners.common import PolicyTrainer
-from xrlhf.models import load_policy
+from xrlhf.learners.common import PolicyLearner
+from xrlhf.models import load_policy, load_trainable_state, trainable_state
 
 
 class ValueHead(torch.nn.Module):
@@ -27,12 +26,11 @@ class ValueHead(torch.nn.Module):
         return self.linear(h.float()).squeeze(-1)
 
 
-class PPOLearner:
+class PPOLearner(PolicyLearner):
     """Per-token reward r_t = −β·KL_t (+ judge score on the last token); GAE(γ, λ); clipped policy and value losses."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.trainer = PolicyTrainer(cfg)
+        super().__init__(cfg)
         hidden = self.trainer.model.config.get_text_config().hidden_size
         self.critic_model = None
         if cfg.algorithm.ppo.critic == "separate":
@@ -57,7 +55,7 @@ class PPOLearner:
         critic = response_logprobs(self.critic_model, ids, att, exp.response_len, return_hidden=True)
         return fwd, self.value_head(critic.hidden)
 
-    def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
+    def _update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
         """Epochs of minibatch updates on one batch; returns (metrics, per-sample mean advantages)."""
         alg, pc = self.cfg.algorithm, self.cfg.algorithm.ppo
         mask = exp.response_mask.float()  # [B, R]
@@ -78,7 +76,7 @@ class PPOLearner:
             for idx in _chunks(rest, pc.minibatch_size):
                 old_values[idx] = self._forward(exp, idx)[1].float().cpu()
         old_values = old_values * mask
-        kl = kl_penalty(old_logprobs, exp.ref_logprobs, alg.kl_estimator) * mask
+        kl = exp.token_kl()
         rewards = token_level_rewards(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B, R]
         advantages, returns = compute_gae(rewards, old_values, mask, pc.gamma, pc.lam)
         if pc.whiten_advantages:
@@ -105,28 +103,24 @@ class PPOLearner:
                     break
             if stop:
                 break
-        self.trainer.version += 1
         seq_adv = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)
         metrics = {"loss/policy": _mean(stats["pg"]), "loss/value": _mean(stats["vf"]), "entropy/mean": _mean(stats["ent"]),
                    "ppo/clipfrac": _mean(stats["clipfrac"]), "ppo/approx_kl": _mean(stats["approx_kl"]),
                    "ppo/explained_variance": float(explained_variance(old_values, returns, mask)),
                    "ppo/early_stop": stop, "ppo/minibatches": len(stats["pg"]), "grad_norm": _mean(stats["grad_norm"]),
-                   "lr": alg.lr, "skipped_update": self.trainer.skipped_updates > 0 and self.trainer.nonfinite_in_a_row > 0}
+                   "lr": alg.lr}
         return metrics, seq_adv.tolist()
 
-    def state(self) -> dict[str, Any]:
-        state = {"trainer": self.trainer.state(), "value_head": self.value_head.state_dict()}
+    def _extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"value_head": self.value_head.state_dict()}
         if self.critic_model is not None:
-            from xrlhf.models import trainable_state
             state["critic"] = trainable_state(self.critic_model)
         return state
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
         if self.critic_model is not None:
-            from xrlhf.models import load_trainable_state
             load_trainable_state(self.critic_model, state["critic"])
-        self.trainer.load_state(state["trainer"])
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

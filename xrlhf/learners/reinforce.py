@@ -5,27 +5,25 @@ from typing import Any
 
 import torch
 
-from xrlhf.algorithms.kl import kl_penalty
 from xrlhf.algorithms.reinforce import make_baseline, reinforce_loss, sequence_returns
 from xrlhf.config import Config
 from xrlhf.experience import Experience, masked_mean, masked_whiten
-from xrlhf.learners.common import PolicyTrainer
+from xrlhf.learners.common import PolicyLearner
 
 
-class ReinforceLearner:
+class ReinforceLearner(PolicyLearner):
     """G = judge reward − β·ΣKL;  A = G − b;  loss = −A·log π(y|x)."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.trainer = PolicyTrainer(cfg)
+        super().__init__(cfg)
         rc = cfg.algorithm.reinforce
         self.baseline = make_baseline(rc.baseline, rc.ema_decay, 0.0 if rc.ema_init == "zero" else None)
 
-    def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
+    def _update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
         """One policy-gradient step; returns (metrics, per-sample advantages)."""
         alg = self.cfg.algorithm
         mask = exp.response_mask.float()
-        kl = kl_penalty(exp.behaviour_logprobs, exp.ref_logprobs, alg.kl_estimator) * mask  # [B, R]
+        kl = exp.token_kl()  # [B, R]
         returns = sequence_returns(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B]
         baseline = self._baseline(returns, exp.group_ids)  # [B]
         advantages = returns - baseline
@@ -33,12 +31,10 @@ class ReinforceLearner:
             advantages = masked_whiten(advantages, torch.ones_like(advantages))
         fwd = self.trainer.forward(exp, return_entropy=True, entropy_grad=False)  # entropy: a metric only
         loss = reinforce_loss(fwd.logprobs, advantages.to(fwd.logprobs.device), mask.to(fwd.logprobs.device))
-        grad_norm, applied = self.trainer.step(loss)
-        if applied:
-            self.trainer.version += 1
+        grad_norm, _ = self.trainer.step(loss)
         metrics = {"loss/policy": float(loss.detach()), "reinforce/baseline": float(baseline.mean()),
                    "reinforce/return": float(returns.mean()), "entropy/mean": float(masked_mean(fwd.entropy.detach().cpu(), mask)),
-                   "grad_norm": grad_norm, "lr": alg.lr, "skipped_update": not applied}
+                   "grad_norm": grad_norm, "lr": alg.lr}
         return metrics, advantages.tolist()
 
     def _baseline(self, returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
@@ -52,11 +48,9 @@ class ReinforceLearner:
             b[paired] = self.baseline(returns[paired], [group_ids[i] for i in paired])
         return b
 
-    def state(self) -> dict[str, Any]:
-        extra = self.baseline.state_dict() if hasattr(self.baseline, "state_dict") else {}
-        return {"trainer": self.trainer.state(), "baseline": extra}
+    def _extra_state(self) -> dict[str, Any]:
+        return {"baseline": self.baseline.state_dict() if hasattr(self.baseline, "state_dict") else {}}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.trainer.load_state(state["trainer"])
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         if hasattr(self.baseline, "load_state_dict"):
             self.baseline.load_state_dict(state["baseline"])

@@ -1,0 +1,31 @@
+"""Reference actor: log-probabilities of the sampled tokens under the frozen base model."""
+from __future__ import annotations
+
+import time
+
+import ray
+import torch
+
+from xrlhf.actors.base import ActorBase
+from xrlhf.experience import Experience, response_logprobs
+from xrlhf.models import load_policy, reference_mode
+from xrlhf.step import Reference
+
+
+@ray.remote
+class ReferenceActor(ActorBase):
+    """The base weights; with LoRA the adapter is attached but disabled, exactly as the learner sees it."""
+
+    role = "reference"
+
+    def build(self) -> None:
+        self.model, _ = load_policy(self.cfg.model, trainable=False)
+        self.device = next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def reference_logprobs(self, exp: Experience) -> Reference:
+        t0 = time.perf_counter()
+        with reference_mode(self.model):
+            lp = response_logprobs(self.model, exp.input_ids.to(self.device), exp.attention_mask.to(self.device),
+                                   exp.response_len, temperature=self.cfg.rollout.temperature).logprobs
+        return Reference(lp.cpu(), time.perf_counter() - t0)
