@@ -61,9 +61,12 @@ def test_rollouts_after_an_update_use_the_new_weights(local_ray, tmp_path):
 
 
 def test_no_algorithm_branch_outside_the_learners():
-    for path in [ROOT / "xrlhf/controller.py", *ROOT.glob("actors/*.py")]:
-        if path.name == "learner.py":
-            continue
+    """The driver, the step, the graph, the rows and every actor but the learner never name an algorithm."""
+    paths = [ROOT / f"xrlhf/{m}.py" for m in ("controller", "step", "graph", "metrics")]
+    paths += [p for p in (ROOT / "xrlhf/actors").glob("*.py") if p.name != "learner.py"]
+    paths += list((ROOT / "actors").glob("*.py"))
+    assert len(paths) >= 10 and all(p.is_file() for p in paths)
+    for path in paths:
         text = path.read_text()
         assert not re.search(r"['\"](ppo|reinforce)['\"]", text), path
         assert "algorithm.name" not in text.replace('"algorithm": cfg.algorithm.name', ""), path

@@ -39,7 +39,8 @@ class PolicyTrainer:
         self.version = 0
         self.nonfinite_in_a_row = 0
         self.skipped_updates = 0
-        self.applied_steps = 0  # optimiser steps taken; PolicyLearner.update advances the version by them
+        self.applied_steps = 0  # optimiser steps taken (an update that took none is skipped)
+        self.last_nonfinite = "loss"
         self.step_attempts = 0  # counts step() calls, for algorithm.debug_inject_nonfinite
 
     def add_params(self, params: list[torch.nn.Parameter]) -> None:
@@ -70,19 +71,28 @@ class PolicyTrainer:
         if not np.isfinite(grad_norm):
             return self._skip("gradient", grad_norm)
         self.optimizer.step()
-        self.nonfinite_in_a_row = 0
         self.applied_steps += 1
         return grad_norm, True
 
     def _skip(self, what: str, grad_norm: float) -> tuple[float, bool]:
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_nonfinite = what
+        log.warning("non-finite %s: optimiser step skipped", what)
+        return grad_norm, False
+
+    def end_update(self, applied: bool) -> None:
+        """Count an update that applied no step (every one non-finite); stop after
+        algorithm.max_nonfinite_in_a_row of them in a row. An update that applied a step advances the version."""
+        if applied:
+            self.version += 1
+            self.nonfinite_in_a_row = 0
+            return
         self.nonfinite_in_a_row += 1
         self.skipped_updates += 1
-        log.warning("non-finite %s: update skipped (%d in a row)", what, self.nonfinite_in_a_row)
+        log.warning("non-finite %s: update skipped (%d in a row)", self.last_nonfinite, self.nonfinite_in_a_row)
         if self.nonfinite_in_a_row >= self.cfg.algorithm.max_nonfinite_in_a_row:
-            raise NonFiniteError(f"{self.nonfinite_in_a_row} consecutive updates had a non-finite {what}; "
-                                 "stopping (lower algorithm.lr or check the reward)")
-        return grad_norm, False
+            raise NonFiniteError(f"{self.nonfinite_in_a_row} consecutive updates had a non-finite "
+                                 f"{self.last_nonfinite}; stopping (lower algorithm.lr or check the reward)")
 
     @torch.no_grad()
     def reference_logprobs(self, exp: Experience) -> torch.Tensor:
@@ -118,7 +128,8 @@ class PolicyLearner:
     """The Learner protocol (xrlhf.learners.Learner) on a PolicyTrainer; an algorithm writes `_update` only.
 
     One rule for every algorithm: an update advances the policy version when at least one of its optimiser steps
-    was applied, and reports `skipped_update` when none was (every step had a non-finite loss or gradient).
+    was applied, and reports `skipped_update` when none was (every step had a non-finite loss or gradient);
+    algorithm.max_nonfinite_in_a_row skipped updates in a row stop the run, however many steps each has.
     """
 
     def __init__(self, cfg: Config):
@@ -133,9 +144,8 @@ class PolicyLearner:
         before = self.trainer.applied_steps
         metrics, advantages = self._update(exp)
         applied = self.trainer.applied_steps > before
-        if applied:
-            self.trainer.version += 1
         metrics["skipped_update"] = not applied
+        self.trainer.end_update(applied)
         return metrics, advantages
 
     @property
