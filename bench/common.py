@@ -121,13 +121,15 @@ class LocalRoles:
         t0 = time.perf_counter()
         return Judged(self.judge.score(prompts, responses), time.perf_counter() - t0, self.judge.stats())
 
-    def update(self, exp: Any) -> Any:
+    def update(self, exp: Any) -> Callable[[], Any]:
         from xrlhf.step import UpdateResult
 
-        t0, before = time.perf_counter(), self.learner.version
-        metrics, advantages = self.learner.update(exp)
-        return UpdateResult(metrics, advantages, self.learner.version, self.learner.version > before,
-                            time.perf_counter() - t0)
+        def collect() -> UpdateResult:  # runs when collected: in one process the update cannot overlap anything
+            t0, before = time.perf_counter(), self.learner.version
+            metrics, advantages = self.learner.update(exp)
+            return UpdateResult(metrics, advantages, self.learner.version, self.learner.version > before,
+                                time.perf_counter() - t0)
+        return collect
 
     def sync(self) -> float:
         return 0.0  # the sampler is the learner's model

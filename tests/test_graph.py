@@ -35,14 +35,35 @@ def _train(tmp_path: Path, name: str, *overrides: str) -> Path:
         shutdown_graph(controller)
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
-def test_both_learners_raise_a_verifiable_reward(local_ray, tmp_path, algorithm):
-    """Rule judge (rewards the letter 'e'); the same seed and graph; the reward clearly rises for both."""
-    run = _train(tmp_path, algorithm, f"algorithm.name={algorithm}", "steps=30", "checkpoint.every=100")
-    rewards = [r["reward/mean"] for r in _rows(run / "metrics.jsonl")]
+@pytest.mark.parametrize("algorithm,async_steps", [("reinforce", 0), ("ppo", 0), ("reinforce", 1), ("ppo", 1)])
+def test_both_learners_raise_a_verifiable_reward(local_ray, tmp_path, algorithm, async_steps):
+    """Rule judge (rewards the letter 'e'); the same seed and graph; the reward clearly rises for both, sequential
+    and pipelined (samples one update behind, corrected by PPO's ratio and REINFORCE's importance weights)."""
+    run = _train(tmp_path, algorithm, f"algorithm.name={algorithm}", "steps=30", "checkpoint.every=100",
+                 f"algorithm.async_steps={async_steps}")
+    rows = _rows(run / "metrics.jsonl")
+    rewards = [r["reward/mean"] for r in rows]
     assert len(rewards) == 30
     start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert end > start + 0.15, f"{algorithm}: reward {start:.3f} -> {end:.3f}"
+    assert [r["async/staleness"] for r in rows] == [0] + [async_steps] * 29
+
+
+def test_pipelined_steps_overlap_the_update_with_the_next_rollout(local_ray, tmp_path):
+    """algorithm.async_steps=1: by the actors' own clocks, the learner's update of step k and the rollout of step
+    k+1 run at the same time; the samples of k+1 carry the version before update k."""
+    run = _train(tmp_path, "pipelined", "steps=5", "algorithm.async_steps=1", "algorithm.name=ppo")
+    rows = _rows(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    for k in range(4):
+        update, rollout = rows[k], rows[k + 1]
+        assert rollout["clock/rollout_start"] < update["clock/learner_end"], k
+        assert update["clock/learner_start"] < rollout["clock/rollout_end"], k
+    samples = _rows(run / "samples.jsonl")
+    assert {(s["step"], s["policy_version"]) for s in samples} == {(0, 0), (1, 0), (2, 1), (3, 2), (4, 3)}
+    sequential = _rows(_train(tmp_path, "sequential", "steps=3", "algorithm.name=ppo") / "metrics.jsonl")
+    for k in range(2):  # sequential: the next rollout starts after the update (and the weight sync) ended
+        assert sequential[k + 1]["clock/rollout_start"] > sequential[k]["clock/learner_end"]
 
 
 def test_rollouts_after_an_update_use_the_new_weights(local_ray, tmp_path):

@@ -213,6 +213,9 @@ class ReinforceConfig(Strict):
     # batch's mean and each later step folds its batch in with ema_decay (xrlhf/algorithms/reinforce.py).
     ema_init: Literal["first_batch", "zero"] = "first_batch"
     whiten_advantages: bool = False
+    # Off-policy samples (algorithm.async_steps: 1) weigh each token's log-prob gradient by the truncated
+    # importance ratio min(pi/mu, importance_cap) of the learner's policy pi to the sampling one mu.
+    importance_cap: float = Field(1.0, gt=0)
 
 
 class AlgorithmConfig(Strict):
@@ -223,6 +226,10 @@ class AlgorithmConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_nonfinite_in_a_row: int = Field(3, gt=0)
+    # 1: gather step k+1 (sample, judge, reference) while the learner updates on step k; its samples come from
+    # the weights one update behind (metrics: async/staleness). PPO's ratio is taken to those sampling
+    # log-probs; REINFORCE weighs by truncated importance ratios (reinforce.importance_cap). 0: sequential.
+    async_steps: int = Field(0, ge=0, le=1)
     # FAULT INJECTION for tests and drills only; leave empty. The learner's optimiser-step attempts
     # (0-based, counted from the learner's start) whose loss is replaced by NaN, to prove a NaN is skipped.
     debug_inject_nonfinite: list[int] = []

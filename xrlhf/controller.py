@@ -1,5 +1,6 @@
-"""The driver loop: prompts per step, the step itself (xrlhf.step.run_step on the graph's actors), retries when
-an actor dies, validation points, checkpoints and the rows every step writes.
+"""The driver loop: prompts per step, the step itself (xrlhf.step: gather, then learn, on the graph's actors; the next
+step gathered during the update when algorithm.async_steps is 1), retries when an actor dies, validation points,
+checkpoints and the rows every step writes.
 
 It never looks at the algorithm name: the learner actor hides PPO and REINFORCE behind one interface.
 """
@@ -21,7 +22,7 @@ from xrlhf.logs import eta
 from xrlhf.metrics import metrics_row, sample_rows
 from xrlhf.models import check_model_source
 from xrlhf.rundir import RunDir
-from xrlhf.step import run_step
+from xrlhf.step import Gathered, gather, start_learn
 from xrlhf.validation import Progress, validation_due, validation_metrics, validation_prompts
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class Controller:
 
     def train(self) -> Path:
         cfg = self.cfg
-        pset = load_prompts(cfg.data.source, "train", cfg.data.path, max_prompt_tokens=cfg.data.max_prompt_tokens)
+        self.pset = pset = load_prompts(cfg.data.source, "train", cfg.data.path,
+                                        max_prompt_tokens=cfg.data.max_prompt_tokens)
         if pset.total_skipped:
             log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
         check_context(cfg)
@@ -85,9 +87,9 @@ class Controller:
         self.val_start = self._validate("val_start") if start == 0 and self.val_prompts else {}
         self.wandb = _wandb_run(cfg, self.run.path)
         self.judge_last_success = time.monotonic()
+        self.prefetched: dict[int, Gathered] = {}  # algorithm.async_steps: the next step's batch, gathered early
         for step in range(start, cfg.steps):
-            row = self._step_with_retries(step, prompts_for_step(pset.prompts, step, cfg.rollout.prompts_per_step,
-                                                                   cfg.seed, cfg.data.shuffle))
+            row = self._step_with_retries(step)
             if (step + 1) % cfg.checkpoint.every == 0 or step + 1 == cfg.steps:
                 self._checkpoint(step + 1)
             if self.wandb is not None:
@@ -96,10 +98,10 @@ class Controller:
             self.wandb.finish()
         return self.run.path
 
-    def _step_with_retries(self, step: int, prompts: list[str]) -> dict[str, Any]:
+    def _step_with_retries(self, step: int) -> dict[str, Any]:
         for attempt in range(self.cfg.resources.max_step_retries + 1):
             try:
-                return self._step(step, prompts)
+                return self._step(step)
             except RETRYABLE as exc:
                 if attempt == self.cfg.resources.max_step_retries:
                     raise
@@ -124,8 +126,26 @@ class Controller:
     def _sync_weights(self) -> float:
         return self.roles.sync()
 
-    def _step(self, step: int, prompts: list[str]) -> dict[str, Any]:
-        out = run_step(self.roles, prompts, self.cfg.seed * 1_000_003 + step, self.cfg.algorithm.kl_estimator)
+    def _gather(self, step: int) -> Gathered:
+        """Step `step`'s batch: its prompts (deterministic in seed and step, so a resumed run sees the same ones),
+        sampled, judged, with the reference attached."""
+        cfg = self.cfg
+        prompts = prompts_for_step(self.pset.prompts, step, cfg.rollout.prompts_per_step, cfg.seed, cfg.data.shuffle)
+        return gather(self.roles, prompts, cfg.seed * 1_000_003 + step, cfg.algorithm.kl_estimator)
+
+    def _step(self, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        finish = start_learn(self.roles, self.prefetched.pop(step, None) or self._gather(step))
+        if self.cfg.algorithm.async_steps and step + 1 < self.cfg.steps:
+            try:  # while the learner updates on this step
+                self.prefetched[step + 1] = self._gather(step + 1)
+            except RETRYABLE as exc:
+                log.warning("step %d: an actor died while gathering step %d ahead (%s); it gathers again then",
+                            step, step + 1, type(exc).__name__)
+        out = finish()
+        # Pipelined, a step's time holds the next step's gather (which overlapped its update), not its own: the
+        # times still add up to the run's training wall time.
+        out.times["time/step"] = time.perf_counter() - t0
         give_up = self._judge_gave_up(step, out.scored)
         row = metrics_row(self.cfg, step, out)
         row.update(self.progress.advance(len(out.exp.responses), out.judged.stats.get("requests", len(out.exp.responses)),

@@ -149,7 +149,8 @@ class ActorRoles:
         g = self.graph
         parts: list[Rollout] = ray.get([r.generate.remote(chunk, seed + i) for i, (r, chunk)
                                         in enumerate(zip(g.rollouts, split(prompts, len(g.rollouts))))])
-        return Rollout(merge_experiences([p.experience for p in parts], pad_id=0), max(p.seconds for p in parts))
+        return Rollout(merge_experiences([p.experience for p in parts], pad_id=0), max(p.seconds for p in parts),
+                       min(p.started for p in parts), max(p.finished for p in parts))
 
     def reference(self, exp: Experience) -> Callable[[], Reference]:
         future = self.graph.reference.reference_logprobs.remote(exp)
@@ -162,8 +163,9 @@ class ActorRoles:
         return Judged([j for p in parts for j in p.judgements], max((p.seconds for p in parts), default=0.0),
                       sum_stats([p.stats for p in parts]))
 
-    def update(self, exp: Experience) -> UpdateResult:
-        return ray.get(self.graph.learner.update.remote(exp))
+    def update(self, exp: Experience) -> Callable[[], UpdateResult]:
+        future = self.graph.learner.update.remote(exp)
+        return lambda: ray.get(future)
 
     def sync(self) -> float:
         t0 = time.perf_counter()

@@ -51,9 +51,9 @@ class RolloutActor(ActorBase):
 
     def generate(self, prompts: list[str], seed: int) -> Rollout:
         """rollout.samples_per_prompt samples per prompt with their behaviour log-probs."""
-        r, t0 = self.cfg.rollout, time.perf_counter()
+        r, t0, started = self.cfg.rollout, time.perf_counter(), time.time()
         exp = self._sample(prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature, r.top_p, r.top_k, seed)
-        return Rollout(exp, time.perf_counter() - t0)
+        return Rollout(exp, time.perf_counter() - t0, started, time.time())
 
     def validate(self, prompts: list[str]) -> tuple[list[str], list[int]]:
         """One greedy answer per held-out prompt with the current weights (eval.max_new_tokens): (texts, lengths)."""

@@ -102,8 +102,12 @@ def reinforce_loss(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     token_mean: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """REINFORCE loss from response logprobs `[B, R]` and per-sequence advantages `[B]`."""
+    """REINFORCE loss from response logprobs `[B, R]` and per-sequence advantages `[B]`; `weights` `[B, R]`
+    (detached importance weights of off-policy tokens) scale each token's log-prob."""
+    if weights is not None:
+        logprobs = logprobs * weights
     if token_mean:
         # L = -Σ_{b,t} A_b log π(y_bt) / Σ_{b,t} mask: every token weighs the same, long answers weigh more
         return masked_mean(-advantages.unsqueeze(-1) * logprobs, response_mask)

@@ -142,9 +142,11 @@ class PolicyLearner:
 
     def update(self, exp: Experience) -> tuple[dict[str, float], list[float]]:
         before = self.trainer.applied_steps
+        staleness = self.trainer.version - exp.policy_version  # updates since the weights that sampled exp
         metrics, advantages = self._update(exp)
         applied = self.trainer.applied_steps > before
         metrics["skipped_update"] = not applied
+        metrics["async/staleness"] = staleness
         self.trainer.end_update(applied)
         return metrics, advantages
 

@@ -30,11 +30,21 @@ class ReinforceLearner(PolicyLearner):
         if alg.reinforce.whiten_advantages and advantages.numel() > 1:
             advantages = masked_whiten(advantages, torch.ones_like(advantages))
         fwd = self.trainer.forward(exp, return_entropy=True, entropy_grad=False)  # entropy: a metric only
-        loss = reinforce_loss(fwd.logprobs, advantages.to(fwd.logprobs.device), mask.to(fwd.logprobs.device))
+        dev = fwd.logprobs.device
+        weights = None
+        if exp.policy_version != self.trainer.version:
+            # Sampled by older weights (algorithm.async_steps): per-token truncated importance weights
+            # min(pi/mu, cap), detached, as in IMPALA's truncated rho (Espeholt et al. 2018): a token the policy
+            # has since made less likely counts less; none counts more than `cap` times.
+            ratio = torch.exp(fwd.logprobs.detach() - exp.behaviour_logprobs.to(dev).float())
+            weights = ratio.clamp(max=alg.reinforce.importance_cap) * mask.to(dev)
+        loss = reinforce_loss(fwd.logprobs, advantages.to(dev), mask.to(dev), weights=weights)
         grad_norm, _ = self.trainer.step(loss)
         metrics = {"loss/policy": float(loss.detach()), "reinforce/baseline": float(baseline.mean()),
                    "reinforce/return": float(returns.mean()), "entropy/mean": float(masked_mean(fwd.entropy.detach().cpu(), mask)),
                    "grad_norm": grad_norm, "lr": alg.lr}
+        if weights is not None:
+            metrics["async/importance_weight"] = float(masked_mean(weights.cpu(), mask))
         return metrics, advantages.tolist()
 
     def _baseline(self, returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
