@@ -98,3 +98,16 @@ def test_ema_checkpoint_without_update_count_counts_as_started():
     old.update(torch.tensor([2.0]))
     # an average that already held a value folds the batch in: 0.5 * 4 + 0.5 * 2
     assert old.value == pytest.approx(3.0)
+
+
+def test_importance_weights_scale_each_tokens_gradient():
+    """Off-policy tokens: the loss's gradient per token is -A_b * w_bt / B, so a weight of 0 removes a token and the
+    on-policy loss is the weighted one with all weights 1."""
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]], requires_grad=True)
+    advantages, mask = torch.tensor([2.0, -1.0]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    weights = torch.tensor([[1.0, 0.5, 0.0], [0.25, 1.0, 1.0]])
+    reinforce_loss(logprobs, advantages, mask, weights=weights).backward()
+    expected = -(advantages.unsqueeze(-1) * weights * mask) / 2
+    assert torch.allclose(logprobs.grad, expected)
+    plain = reinforce_loss(logprobs.detach(), advantages, mask)
+    assert torch.allclose(reinforce_loss(logprobs.detach(), advantages, mask, weights=torch.ones(2, 3)), plain)
