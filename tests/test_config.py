@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,14 @@ def test_eval_judge_is_its_own_judge_or_the_training_one():
     assert same.eval.judge is None and same.eval_judge() is same.judge
     own = load_config("configs/tiny.yaml", ["eval.judge.backend=rule", "eval.judge.rule.target=a"])
     assert own.eval_judge().rule.target == "a" and own.judge.rule.target == "e"
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").glob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    """A config the README or docs point at cannot rot: each loads, and each compare arm resolves."""
+    from xrlhf.compare import arm_config, arms
+
+    cfg = load_config(path)
+    assert cfg.steps > 0
+    for arm in arms(cfg):
+        assert arm_config(cfg, arm, cfg.compare.seeds[0]).run_name.startswith(arm)
