@@ -1,7 +1,8 @@
 """Prompt sources for training and evaluation: the bundled set, HelpSteer2, HH-RLHF and local files.
 
 Every source goes through one filter that drops unusable rows and counts why, so a data set that
-quietly shrank shows up in the log line rather than later in the results.
+quietly shrank shows up in the log line rather than later in the results. `read_jsonl` is the package's one
+JSONL reader: prompt files, judge input, run files and the judge's own sets all go through it.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 SOURCES = ("bundled", "helpsteer2", "hh_rlhf", "file")
 SPLITS = ("train", "eval")
@@ -162,17 +163,35 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}: line {line} is not valid UTF-8 ({e.reason} at byte {e.start})") from e
 
 
-def _jsonl_records(path: Path) -> Iterator[dict | _Skip]:
+class JsonlLine(NamedTuple):
+    number: int  # from 1
+    text: str
+    row: dict[str, Any] | None  # None: the line is not a JSON object
+
+
+def read_jsonl(path: Path, strict: bool = False) -> Iterator[JsonlLine]:
+    """Each non-blank line of a .jsonl or .jsonl.gz file. A line that is not a JSON object (a typo, a torn last
+    line of a file still being written) has row None, or with `strict` is a DataError naming the line."""
     # split on "\n" only: str.splitlines would also break at U+2028, which JSON strings may hold unescaped
-    for line in _decode(path).split("\n"):
-        if not line.strip():
+    for number, text in enumerate(_decode(path).split("\n"), 1):
+        if not text.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            yield _Skip("malformed_json")
-            continue
-        yield row if isinstance(row, dict) else _Skip("malformed_json")
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            row, problem = None, f"is not JSON ({e.msg})"
+        else:
+            problem = "" if isinstance(row, dict) else "is not a JSON object"
+        if problem:
+            if strict:
+                raise DataError(f"{path}: line {number} {problem}")
+            row = None
+        yield JsonlLine(number, text, row)
+
+
+def _jsonl_records(path: Path) -> Iterator[dict | _Skip]:
+    for line in read_jsonl(path):
+        yield _Skip("malformed_json") if line.row is None else line.row
 
 
 def _json_records(path: Path) -> Iterator[dict | _Skip]:

@@ -8,25 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xrlhf.data import read_jsonl
 from xrlhf.stats import (MIN_POSITION_CONSISTENCY, finite, length_controlled_win_rate, position_consistency,
                          prompt_wins)
 
 log = logging.getLogger(__name__)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a torn or blank line (a run still writing) is skipped, a missing file is []."""
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return [row for _, _, row in read_jsonl(path) if row is not None]
 
 
 def _num(value: Any) -> float:
@@ -98,16 +91,16 @@ def load_compare(compare_dir: Path) -> CompareData:
         if not (eval_dir / file).exists():
             missing.append(f"eval/{file}")
     return CompareData(path=compare_dir, meta=meta, algorithms=algorithms, dimensions=list(meta.get("dimensions", {})),
-                       runs=runs, eval_rows=read_jsonl(eval_dir / "eval.jsonl"),
-                       pairwise_rows=read_jsonl(eval_dir / "pairwise.jsonl"), missing=missing)
+                       runs=runs, eval_rows=read_rows(eval_dir / "eval.jsonl"),
+                       pairwise_rows=read_rows(eval_dir / "pairwise.jsonl"), missing=missing)
 
 
 def _load_run(path: Path, algorithm: str) -> Run:
-    metrics = sorted((r for r in read_jsonl(path / "metrics.jsonl") if isinstance(r.get("step"), int)),
+    metrics = sorted((r for r in read_rows(path / "metrics.jsonl") if isinstance(r.get("step"), int)),
                      key=lambda r: r["step"])
     seed = metrics[0].get("seed") if metrics else None
     return Run(name=path.name, algorithm=algorithm, seed=seed, metrics=metrics,
-               samples=read_jsonl(path / "samples.jsonl"))
+               samples=read_rows(path / "samples.jsonl"))
 
 
 def tail_window(n: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from xrlhf.config import Config, dump_config
+from xrlhf.data import read_jsonl
 
 log = logging.getLogger(__name__)
 CKPT_PREFIX = "step_"
@@ -55,20 +56,13 @@ class RunDir:
         for file in (self.metrics, self.samples):
             if not file.exists():
                 continue
-            kept = []
-            for line in file.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if row.get("step", -1) < step:
-                    kept.append(line)
+            kept = [line for _, line, row in read_jsonl(file) if row is not None and row.get("step", -1) < step]
             atomic_write_text(file, "".join(k + "\n" for k in kept))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [row for _, _, row in read_jsonl(self.metrics, strict=True)]
 
     def save_checkpoint(self, step: int, learner_state: dict[str, Any], trainer_state: dict[str, Any],
                         save_adapter: Any, keep_last: int) -> Path:

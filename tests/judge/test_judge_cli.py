@@ -35,4 +35,4 @@ def test_judge_file_with_no_usable_rows_is_a_clear_error(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_bytes(b"\xff\xfe garbage\n")
     out = _cli("judge", "configs/tiny.yaml", "--input", str(src), "--output", str(tmp_path / "o.jsonl"))
-    assert out.returncode == 1 and "not UTF-8" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "line 1 is not valid UTF-8" in out.stderr and "Traceback" not in out.stderr

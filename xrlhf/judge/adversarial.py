@@ -8,9 +8,10 @@ measures each template against the same set.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from xrlhf.data import read_jsonl
 
 CASES = Path(__file__).with_name("adversarial.jsonl")
 # 20 more cases in other styles (persuasion without digits, another language, spelled-out scores, other
@@ -30,7 +31,7 @@ TOLERANCE = 0.1
 
 
 def load_cases(path: Path = CASES) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, _, row in read_jsonl(path, strict=True)]
 
 
 def uplifts(judge: Any, cases: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from xrlhf.config import Config
-from xrlhf.data import DataError
+from xrlhf.data import DataError, read_jsonl
 
 
 def _rows(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -14,19 +14,8 @@ def _rows(path: Path) -> tuple[list[dict[str, Any]], int]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     rows, skipped = [], 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            skipped += 1
-            continue
-        if isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
+    for _, _, row in read_jsonl(path):
+        if row is not None and isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
             rows.append(row)
         else:
             skipped += 1

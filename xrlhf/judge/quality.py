@@ -6,10 +6,11 @@ deterministically, so a judge is measured on the same pairs every time (bench/ju
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
+
+from xrlhf.data import read_jsonl
 
 PATH = Path(__file__).with_name("quality.jsonl")
 KEYS = ("id", "prompt", "good", "factual_error", "filler")
@@ -25,13 +26,7 @@ def load_quality(path: Path | None = None) -> list[dict[str, str]]:
     """The rows of the set, validated: every key present and non-empty, ids unique, the error differs."""
     path = path or PATH
     rows, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {n} is not JSON ({exc.msg})") from None
+    for n, _, row in read_jsonl(path, strict=True):
         missing = [k for k in KEYS if not isinstance(row.get(k), str) or not row[k].strip()]
         if missing:
             raise ValueError(f"{path}: line {n} lacks a non-empty {', '.join(missing)}")
