@@ -69,6 +69,18 @@ class _Sampler:
         return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
+                   max_prompt_tokens: int) -> tuple[Any, list[int]]:
+    """Each prompt samples_per_prompt times as the policy sees it (format_prompt), tokenized to padded tensors of
+    at most max_prompt_tokens, with each row's group id (its prompt's index). A chat template already holds the
+    special tokens, so the tokenizer adds them only without one."""
+    texts = [format_prompt(tokenizer, p) for p in prompts for _ in range(samples_per_prompt)]
+    group_ids = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
+                    add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    return enc, group_ids
+
+
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
@@ -81,10 +93,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     from transformers import LogitsProcessorList
 
     greedy = temperature == 0
-    texts = [format_prompt(tokenizer, p) for p in prompts for _ in range(samples_per_prompt)]
-    group_ids = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-                    add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    enc, group_ids = encode_prompts(tokenizer, prompts, samples_per_prompt, max_prompt_tokens)
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
     if seed is not None:

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from xrlhf.config import Config
-from xrlhf.data import format_prompt
 from xrlhf.experience import Experience
-from xrlhf.generation import eos_ids, response_mask_from
+from xrlhf.generation import encode_prompts, eos_ids, response_mask_from
 from xrlhf.models import resolve
 
 GiB = 1 << 30
@@ -130,10 +129,7 @@ class VLLMSampler:
         if policy_version is not None and policy_version != self.version:
             raise ValueError(f"asked to sample with policy version {policy_version}, loaded is {self.version}")
         tok = self.tokenizer
-        texts = [format_prompt(tok, p) for p in prompts for _ in range(samples_per_prompt)]
-        group_ids = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-                  add_special_tokens=not getattr(tok, "chat_template", None))
+        enc, group_ids = encode_prompts(tok, prompts, samples_per_prompt, max_prompt_tokens)
         # vLLM gets the very token ids the Experience records, unpadded.
         requests = [TokensPrompt(prompt_token_ids=ids[m.bool()].tolist())
                     for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
