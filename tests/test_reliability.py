@@ -10,8 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 import pytest
@@ -20,7 +23,7 @@ import torch
 
 from faults import GOOD_SCORE, JudgeFaultServer, find_actor, listening, process_tree
 from faults import rows as _rows, train_in_thread as _train_in_thread, wait_rows as _wait_rows
-from xrlhf.config import ResourcesConfig, load_config
+from xrlhf.config import Config, ResourcesConfig, load_config
 from xrlhf.controller import Controller, JudgeUnavailableError, shutdown_graph
 from xrlhf.graph import init_ray
 from xrlhf.rundir import RunDir
@@ -113,6 +116,23 @@ def local_ray():
     reset_auth_token_state()
 
 
+@contextmanager
+def _training(cfg: Config, run: Path, caplog: pytest.LogCaptureFixture,
+              rows: int) -> Iterator[tuple[Controller, threading.Thread, list[BaseException]]]:
+    """A Controller training into `run` in a thread, entered once metrics.jsonl holds `rows` rows; on leaving,
+    its wandb run is finished and its actor graph shut down. Yields the controller, the thread and its errors."""
+    controller = Controller(cfg, run)
+    caplog.set_level(logging.WARNING, logger="xrlhf")
+    thread, errors = _train_in_thread(controller)
+    try:
+        _wait_rows(run / "metrics.jsonl", rows, 300, thread.is_alive)
+        yield controller, thread, errors
+    finally:
+        if getattr(controller, "wandb", None) is not None:
+            controller.wandb.finish()
+        shutdown_graph(controller)
+
+
 # --- judge faults in a full run, and a planted API key --------------------------------------------------
 
 @pytest.mark.integration
@@ -130,20 +150,14 @@ def test_http_judge_failing_some_then_all_requests(local_ray, tmp_path, caplog, 
         "judge.max_consecutive_failed_steps=1000", f"judge.max_seconds_without_success={limit_s}",
         "logging.level=DEBUG", "logging.wandb=true", "logging.wandb_mode=offline"])
     run = tmp_path / "http-judge"
-    controller = Controller(cfg, run)
-    caplog.set_level(logging.WARNING, logger="xrlhf")
-    thread, errors = _train_in_thread(controller)
     try:
-        _wait_rows(run / "metrics.jsonl", 4, 300, thread.is_alive)
-        server.set("all")
-        t_all = time.monotonic()
-        thread.join(timeout=180)
-        t_stop = time.monotonic()
-        assert not thread.is_alive(), "the run did not stop after the judge failed every request"
+        with _training(cfg, run, caplog, rows=4) as (_, thread, errors):
+            server.set("all")
+            t_all = time.monotonic()
+            thread.join(timeout=180)
+            t_stop = time.monotonic()
+            assert not thread.is_alive(), "the run did not stop after the judge failed every request"
     finally:
-        if getattr(controller, "wandb", None) is not None:
-            controller.wandb.finish()
-        shutdown_graph(controller)
         server.close()
 
     # a clear error, in time, naming the limit
@@ -210,11 +224,7 @@ def test_reference_actor_killed_mid_step_and_a_nan_update(local_ray, tmp_path, c
     cfg = load_config(TINY, ["steps=6", "resources.colocate_reference=false", "rollout.max_new_tokens=48",
                              "checkpoint.every=1", "checkpoint.keep_last=10", "algorithm.debug_inject_nonfinite=[1]"])
     run = tmp_path / "reference"
-    controller = Controller(cfg, run)
-    caplog.set_level(logging.WARNING, logger="xrlhf")
-    thread, errors = _train_in_thread(controller)
-    try:
-        _wait_rows(run / "metrics.jsonl", 2, 300, thread.is_alive)
+    with _training(cfg, run, caplog, rows=2) as (controller, thread, errors):
         victim = find_actor(os.getpid(), "ReferenceActor", timeout_s=10)
         old_pid = victim.pid
         deadline = time.time() + 60
@@ -228,8 +238,6 @@ def test_reference_actor_killed_mid_step_and_a_nan_update(local_ray, tmp_path, c
         thread.join(timeout=300)
         assert not thread.is_alive() and not errors, errors
         new_pid = ray.get(controller.graph.reference.pid.remote())
-    finally:
-        shutdown_graph(controller)
 
     assert new_pid != old_pid
     assert "an actor died (" in caplog.text and "retrying the step (1/2)" in caplog.text
