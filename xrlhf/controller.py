@@ -67,7 +67,7 @@ class Controller:
                 check_model_source(cfg.judge.model or cfg.model.name)
         init_ray(cfg.resources)  # after the data and model checks: a bad file or path fails before Ray starts
         start = 0
-        if self.resume and self.run.latest_checkpoint() is None and self.run.read_metrics():
+        if self.resume and self.run.latest_checkpoint() is None and self.run.metrics.is_file():
             log.warning("no checkpoint in %s: starting again from step 0", self.run.path)
         if not cfg.logging.library_logs:
             cfg.logging.library_logs = str((self.run.path / "logs").resolve())
