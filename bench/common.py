@@ -95,7 +95,7 @@ class LocalRoles:
     graph a rollout actor holds a copy with the same weights) and its base weights give the reference."""
 
     def __init__(self, cfg: Any, learner: Any, judge: Any):
-        self.cfg, self.learner, self.judge = cfg, learner, judge
+        self.cfg, self.learner, self.scorer = cfg, learner, judge
 
     def generate(self, prompts: list[str], seed: int) -> Any:
         from xrlhf.generation import sample
@@ -119,7 +119,7 @@ class LocalRoles:
         from xrlhf.step import Judged
 
         t0 = time.perf_counter()
-        return Judged(self.judge.score(prompts, responses), time.perf_counter() - t0, self.judge.stats())
+        return Judged(self.scorer.score(prompts, responses), time.perf_counter() - t0, self.scorer.stats())
 
     def update(self, exp: Any) -> Callable[[], Any]:
         from xrlhf.step import UpdateResult

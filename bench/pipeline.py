@@ -4,8 +4,8 @@ Each configuration is a real `xrlhf train configs/study.yaml` (the Ray graph, pa
 judge) shortened by overrides, in a subprocess; the configurations alternate within each round, so load on the
 shared machine hits all alike. Samples per hour = samples trained on / the run's training seconds (the sum of
 time/step: validation, start-up and checkpoints left out, as in every progress axis of the report), and also
-over the whole process's wall time. Validation is off; steps from the second on are counted (the first carries
-the pipeline's fill and the first-call warm-ups).
+over the whole process's wall time. Validation is off. Every step is counted: pipelined, a step's time/step holds
+the next step's gather, so only the sum over the whole run compares fairly with the sequential one.
 
     python bench/pipeline.py                          # 7 steps, 2 rounds of 4 configurations: ~35 min on 2 cores
     python bench/pipeline.py --steps 5 --rounds 1 --algorithm ppo
@@ -43,12 +43,10 @@ def main() -> None:
                 rows = run_xrlhf_train(REPO / "configs" / "study.yaml", overrides,
                                        Path(tmp) / f"{rnd}-{len(runs[name])}-{name.replace(' ', '')}", timeout_s=1500)
                 wall = time.perf_counter() - t0
-                counted = rows[1:]
-                samples = sum(r["progress/samples"] - p["progress/samples"] for p, r in zip(rows, rows[1:]))
-                train_s = sum(r["time/step"] for r in counted)
-                rec = {"samples_per_hour": 3600 * samples / train_s, "step_s": train_s / len(counted),
-                       "process_samples_per_hour": 3600 * rows[-1]["progress/samples"] / wall,
-                       "staleness": statistics.mean(r.get("async/staleness", 0) for r in counted)}
+                samples, train_s = rows[-1]["progress/samples"], sum(r["time/step"] for r in rows)
+                rec = {"samples_per_hour": 3600 * samples / train_s, "step_s": train_s / len(rows),
+                       "process_samples_per_hour": 3600 * samples / wall,
+                       "staleness": statistics.mean(r.get("async/staleness", 0) for r in rows)}
                 runs[name].append(rec)
                 print(f"round {rnd} {name}: {rec['samples_per_hour']:.0f} samples/h, {rec['step_s']:.1f} s/step",
                       flush=True)
