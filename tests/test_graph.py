@@ -61,6 +61,7 @@ def test_pipelined_steps_overlap_the_update_with_the_next_rollout(local_ray, tmp
         assert update["clock/learner_start"] < rollout["clock/rollout_end"], k
     samples = _rows(run / "samples.jsonl")
     assert {(s["step"], s["policy_version"]) for s in samples} == {(0, 0), (1, 0), (2, 1), (3, 2), (4, 3)}
+    assert {(s["step"], s["staleness"]) for s in samples} == {(0, 0), (1, 1), (2, 1), (3, 1), (4, 1)}
     sequential = _rows(_train(tmp_path, "sequential", "steps=3", "algorithm.name=ppo") / "metrics.jsonl")
     for k in range(2):  # sequential: the next rollout starts after the update (and the weight sync) ended
         assert sequential[k + 1]["clock/rollout_start"] > sequential[k]["clock/learner_end"]

@@ -32,7 +32,8 @@ def _outcome(update):
 
 def test_kl_reward_and_counts_from_one_place():
     cfg = load_config(TINY)
-    out = _outcome(UpdateResult({"loss/policy": 0.1, "skipped_update": False}, [0.25, -0.25], 5, True, 0.5))
+    out = _outcome(UpdateResult({"loss/policy": 0.1, "skipped_update": False, "async/staleness": 1}, [0.25, -0.25], 5,
+                                True, 0.5))
     row = metrics_row(cfg, 7, out)
     # k1 KL = behaviour - reference on real tokens: 0.5 + 0 | 1 + 0 + 2 | 0 -> sequence KLs 0.5, 3, 0
     assert row["kl/mean"] == pytest.approx((0.5 + 3.0 + 0.0) / 3)
@@ -45,11 +46,14 @@ def test_kl_reward_and_counts_from_one_place():
     assert [s["kl"] for s in samples] == pytest.approx([0.5, 3.0, 0.0])
     assert [s["length"] for s in samples] == [2, 3, 1] and [s["advantage"] for s in samples] == [0.25, -0.25, None]
     assert samples[2]["reward"] is None and samples[0]["scores"] == {"helpfulness": 1.0, "correctness": 0.5}
+    assert [s["staleness"] for s in samples] == [1, 1, None]  # the dropped sample trained nothing
 
 
 def test_a_step_without_update_is_marked_skipped():
-    row = metrics_row(load_config(TINY), 0, _outcome(None))
+    out = _outcome(None)
+    row = metrics_row(load_config(TINY), 0, out)
     assert row["skipped_update"] is True
+    assert all(s["staleness"] is None for s in sample_rows(0, out))
     assert all(v is None for k, v in row.items() if k.startswith("attribution/"))
 
 

@@ -45,10 +45,13 @@ def sample_rows(step: int, out: StepOutcome) -> list[dict[str, Any]]:
     """One row per sample: prompt, response, every dimension's score and reason, KL, reward, advantage."""
     exp = out.exp
     kl, lengths = exp.token_kl().sum(-1), exp.lengths()
+    # updates between the weights that sampled it and the ones it trained (algorithm.async_steps); None: no update
+    staleness = out.update.metrics.get("async/staleness") if out.update is not None else None
     return [{"step": step, "prompt": exp.prompts[i], "response": exp.responses[i], "scores": j.scores,
              "normalised": j.normalised, "confidence": j.confidence, "rationale": j.rationale,
              "kl": float(kl[i]), "reward": j.reward, "advantage": out.advantages[i],
-             "policy_version": exp.policy_version, "length": lengths[i]}
+             "policy_version": exp.policy_version, "staleness": staleness if out.advantages[i] is not None else None,
+             "length": lengths[i]}
             for i, j in enumerate(out.judgements)]
 
 
