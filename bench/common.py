@@ -125,10 +125,9 @@ class LocalRoles:
         from xrlhf.step import UpdateResult
 
         def collect() -> UpdateResult:  # runs when collected: in one process the update cannot overlap anything
-            t0, before = time.perf_counter(), self.learner.version
+            t0 = time.perf_counter()
             metrics, advantages = self.learner.update(exp)
-            return UpdateResult(metrics, advantages, self.learner.version, self.learner.version > before,
-                                time.perf_counter() - t0)
+            return UpdateResult(metrics, advantages, time.perf_counter() - t0)
         return collect
 
     def sync(self) -> float:

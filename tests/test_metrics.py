@@ -27,13 +27,13 @@ def _outcome(update):
     judgements = [_judgement(1.0, 0.5, 0.75), _judgement(0.0, 0.5, 0.25), _judgement(None, None, None, missing=2)]
     times = {"time/step": 2.0}
     advantages = [0.25, -0.25, None] if update else [None, None, None]
-    return StepOutcome(exp, judgements, Judged(judgements, 1.0, {"failures": 2.0}), update, advantages, times)
+    return StepOutcome(exp, Judged(judgements, 1.0, {"failures": 2.0}), update, advantages, times)
 
 
 def test_kl_reward_and_counts_from_one_place():
     cfg = load_config(TINY)
-    out = _outcome(UpdateResult({"loss/policy": 0.1, "skipped_update": False, "async/staleness": 1}, [0.25, -0.25], 5,
-                                True, 0.5))
+    metrics = {"loss/policy": 0.1, "skipped_update": False, "async/staleness": 1}
+    out = _outcome(UpdateResult(metrics, [0.25, -0.25], 0.5))
     row = metrics_row(cfg, 7, out)
     # k1 KL = behaviour - reference on real tokens: 0.5 + 0 | 1 + 0 + 2 | 0 -> sequence KLs 0.5, 3, 0
     assert row["kl/mean"] == pytest.approx((0.5 + 3.0 + 0.0) / 3)

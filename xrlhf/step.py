@@ -50,13 +50,11 @@ class Reference:
 
 @dataclass
 class UpdateResult:
-    """What one learner update did: its metrics, a mean advantage per sample it saw (in its order), the policy
-    version after it, whether any optimiser step was applied, and the learner's own seconds."""
+    """What one learner update did: its metrics (`skipped_update` says whether any optimiser step was applied), a
+    mean advantage per sample it saw (in its order), and the learner's own seconds."""
 
     metrics: dict[str, Any]
     advantages: list[float]
-    version: int
-    applied: bool
     seconds: float
     started: float = 0.0
     finished: float = 0.0
@@ -92,7 +90,7 @@ class Gathered:
     @property
     def scored(self) -> list[int]:
         """The samples with a reward: the ones the learner sees."""
-        return [i for i, j in enumerate(self.judged.judgements) if j.reward is not None]
+        return scored(self.judged.judgements)
 
 
 @dataclass
@@ -100,16 +98,24 @@ class StepOutcome:
     """Everything one step produced, for the metrics and sample rows."""
 
     exp: Experience  # the whole batch, with reference log-probs, KL, scores and rewards
-    judgements: list[Judgement]
     judged: Judged
     update: UpdateResult | None  # None when the judge scored no sample: no update, no sync
     advantages: list[float | None]  # per sample of the batch; None for samples the judge dropped
     times: dict[str, float]
 
     @property
+    def judgements(self) -> list[Judgement]:
+        return self.judged.judgements
+
+    @property
     def scored(self) -> list[int]:
         """The samples with a reward: the ones the learner saw."""
-        return [i for i, j in enumerate(self.judgements) if j.reward is not None]
+        return scored(self.judged.judgements)
+
+
+def scored(judgements: list[Judgement]) -> list[int]:
+    """Indices of the samples the judge gave a reward (the others are left out of the update and counted)."""
+    return [i for i, j in enumerate(judgements) if j.reward is not None]
 
 
 def gather(roles: Roles, prompts: list[str], seed: int, kl_estimator: str) -> Gathered:
@@ -137,14 +143,14 @@ def start_learn(roles: Roles, g: Gathered) -> Callable[[], StepOutcome]:
     samplers and gives the step's outcome. Samples the judge could not score are left out of the update (and
     counted by the caller); a batch where none was scored makes no update and no sync."""
     t0 = time.perf_counter()
-    scored = g.scored
-    wait = roles.update(g.exp.select(scored)) if scored else None
+    rows = g.scored
+    wait = roles.update(g.exp.select(rows)) if rows else None
 
     def finish() -> StepOutcome:
         advantages: list[float | None] = [None] * len(g.judged.judgements)
         update = wait() if wait is not None else None
         if update is not None:
-            for i, a in zip(scored, update.advantages):
+            for i, a in zip(rows, update.advantages):
                 advantages[i] = a
         t_learner = time.perf_counter() - t0
         t_sync = roles.sync() if update is not None else 0.0
@@ -157,7 +163,7 @@ def start_learn(roles: Roles, g: Gathered) -> Callable[[], StepOutcome]:
                  "clock/rollout_start": g.rollout.started, "clock/rollout_end": g.rollout.finished,
                  "clock/learner_start": update.started if update is not None else None,
                  "clock/learner_end": update.finished if update is not None else None}
-        return StepOutcome(g.exp, g.judged.judgements, g.judged, update, advantages, times)
+        return StepOutcome(g.exp, g.judged, update, advantages, times)
     return finish
 
 

@@ -22,10 +22,9 @@ class LearnerActor(ActorBase):
         self.learner = make_learner(self.cfg)
 
     def update(self, exp: Experience) -> UpdateResult:
-        t0, started, before = time.perf_counter(), time.time(), self.learner.version
+        t0, started = time.perf_counter(), time.time()
         metrics, advantages = self.learner.update(exp)
-        return UpdateResult(metrics, advantages, self.learner.version, self.learner.version > before,
-                            time.perf_counter() - t0, started, time.time())
+        return UpdateResult(metrics, advantages, time.perf_counter() - t0, started, time.time())
 
     def reference_logprobs(self, exp: Experience) -> Reference:
         """Colocated reference: the learner's own base weights with the adapter off."""
