@@ -1,14 +1,20 @@
-"""The HF rollout stage before and after the inverse-CDF sampler, interleaved in one run on gemma-3-270m.
+"""The HF rollout stage before and after sharing each prompt's pass among its samples and the in-place two-level
+sampler, interleaved in one run on gemma-3-270m.
 
-"before" is generate's own sampling (do_sample=True: torch.multinomial, which draws one exponential variate per
-vocabulary entry per row and step) with the behaviour log-probs gathered from the logits it kept; "after" is
-xrlhf.generation.sample as it is now (a logits processor draws by inverse CDF and records the log-probs; generate
-runs its greedy path). Both sample the same prompts at the same lengths (every response forced to `new_tokens`),
-one torch thread, alternating per round; time is the thread's CPU time, so other processes on the shared cores
-slow both sides and the matmul probe alike. Utilisation is the stage's analytic matmul FLOPs (bench/limit.py's
-FlopCounter) over its CPU time, divided by the fp32 matmul rate measured in the same run.
+"before" is the previous xrlhf.generation.sample, kept here as it was: a logits processor that draws by inverse CDF
+over a full-vocabulary cumulative sum (fresh [B, V] buffers for the log-softmax, its exponential, the sum and the
+one-hot answer every step), and generate running every prompt once per sample. "after" is sample as it is now
+(the prompt pass once per prompt, its KV cache copied to the samples; the processor works in place and searches
+blocks of the vocabulary). Both sample the same prompts with the same seed at the same lengths (every response
+forced to `new_tokens`), one torch thread, alternating A B / B A per round; time is the thread's CPU time, so other
+processes on the shared cores slow both sides and the matmul probe alike.
 
-    python bench/rollout.py                      # 8 and 32 rows x 32 tokens, 3 rounds: ~6 min on 2 shared cores
+Two shares of the matmul rate per side: "executed" is the analytic FLOPs each side ran (bench/limit.py's
+FlopCounter) over its CPU time; "nominal" is the previous path's FLOPs (the work of sampling these rows from these
+prompts without sharing) over the side's time, i.e. how fast the stage does the same job. Both against the fp32
+matmul rate probed in the same run. Log-probs are checked against a forward pass of what each side sampled.
+
+    python bench/rollout.py                      # 3 shapes x 2 rounds: ~8 min on 2 shared cores
 """
 from __future__ import annotations
 
@@ -18,82 +24,115 @@ from typing import Any
 
 import torch
 
-from common import Shape, table, train_prompts, write_result
+from common import table, train_prompts, write_result
 from limit import FlopCounter, matmul_rate
 
 
-@torch.no_grad()
-def before(model: Any, tok: Any, prompts: list[str], n: int, new_tokens: int, seed: int) -> torch.Tensor:
-    """The previous rollout: generate samples (multinomial), log-probs gathered from the kept logits."""
-    from xrlhf.data import format_prompt
-    from xrlhf.generation import eos_ids
+class PreviousSampler:
+    """The previous processor: log-softmax, its exponential and a full-vocabulary cumulative sum per step."""
 
-    texts = [format_prompt(tok, p) for p in prompts for _ in range(n)]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not getattr(tok, "chat_template", None))
+    def __init__(self, stop_ids: list[int], min_new_tokens: int):
+        self.stop_ids, self.min_new_tokens, self.logprobs = stop_ids, min_new_tokens, []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        allowed = logp
+        if len(self.logprobs) < self.min_new_tokens and self.stop_ids:
+            allowed = logp.clone()
+            allowed[:, self.stop_ids] = float("-inf")
+        cdf = allowed.exp().cumsum(-1)
+        u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype) * cdf[:, -1:]
+        token = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+        self.logprobs.append(logp.gather(-1, token).squeeze(-1))
+        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
+
+
+@torch.no_grad()
+def before(model: Any, tok: Any, prompts: list[str], n: int, new_tokens: int, seed: int) -> tuple[Any, Any]:
+    """The previous rollout (T = 1): every prompt run once per sample; (sequences [B, P+R], log-probs [B, R])."""
+    from transformers import LogitsProcessorList
+
+    from xrlhf.generation import encode_prompts, eos_ids
+
+    enc, _ = encode_prompts(tok, prompts, n, 512)
     torch.manual_seed(seed)
-    out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, eos_token_id=eos_ids(model, tok), pad_token_id=tok.pad_token_id,
-                         return_dict_in_generate=True, output_logits=True)
-    response = out.sequences[:, enc["input_ids"].shape[1]:]
-    logprobs = torch.empty(response.shape)
-    for t, step_logits in enumerate(out.logits[:response.shape[1]]):
-        scaled = step_logits.float()
-        logprobs[:, t] = scaled.gather(-1, response[:, t:t + 1]).squeeze(-1) - torch.logsumexp(scaled, -1)
-    return logprobs
+    stop = eos_ids(model, tok)
+    sampler = PreviousSampler(stop, new_tokens)
+    out = model.generate(**enc, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=None, eos_token_id=stop,
+                         pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
+                         logits_processor=LogitsProcessorList([sampler]))
+    return out.sequences, torch.stack(sampler.logprobs, dim=1)
+
+
+def logprob_error(model: Any, sequences: torch.Tensor, logprobs: torch.Tensor, pad_id: int) -> float:
+    """max |recorded log-prob - a forward pass's| over the sampled tokens, 4 rows at a time (memory)."""
+    from xrlhf.experience import gather_logprobs
+
+    R = logprobs.shape[1]
+    mask = (sequences != pad_id).long()
+    err = 0.0
+    for i in range(0, sequences.shape[0], 4):
+        logits = model(input_ids=sequences[i:i + 4], attention_mask=mask[i:i + 4], logits_to_keep=R + 1).logits
+        ref = gather_logprobs(logits[:, :-1], sequences[i:i + 4, -R:])
+        err = max(err, float((ref - logprobs[i:i + 4]).abs().max()))
+    return err
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--rows", type=int, nargs="+", default=[8, 32])
-    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--shapes", nargs="+", default=["4x2x32", "4x4x24", "8x4x32"],
+                    help="PROMPTSxSAMPLESxTOKENS: the quickstart's rollout, the study's, a larger actor batch")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from xrlhf.experience import gather_logprobs
     from xrlhf.generation import sample
     from xrlhf.models import load_causal_lm
 
     model, tok = load_causal_lm("packaged")
     counter = FlopCounter(model)
     prompts = train_prompts()
-    sample(model, tok, prompts[:1], 1, 2, seed=0)  # kernels and first-touch of the weights
-    rows, runs, probes = [], {}, [matmul_rate(1024)]
-    for n_rows in args.rows:
-        shape = Shape("gemma", prompts=n_rows // 2, samples=2, new_tokens=args.new_tokens)
+    sample(model, tok, prompts[:1], 2, 2, seed=0)  # kernels and first-touch of the weights
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    probes = [matmul_rate(1024)]
+    offset = 0
+    for shape in args.shapes:
+        n_prompts, n, new_tokens = (int(x) for x in shape.split("x"))
         for rnd in range(args.rounds):
-            batch = prompts[rnd * shape.prompts:(rnd + 1) * shape.prompts]
+            batch = prompts[offset:offset + n_prompts]
+            offset += n_prompts
+            seqs = {}
             for side in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
                 if side == "before":
-                    _, cpu, wall, _ = counter.measure(lambda: before(model, tok, batch, 2, args.new_tokens, rnd))
+                    (s, lp), cpu, wall, _ = counter.measure(lambda: before(model, tok, batch, n, new_tokens, rnd))
                 else:
                     exp, cpu, wall, _ = counter.measure(lambda: sample(
-                        model, tok, batch, 2, args.new_tokens, seed=rnd, max_prompt_tokens=512,
-                        min_new_tokens=args.new_tokens))
+                        model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens))
+                    s, lp = exp.input_ids, exp.behaviour_logprobs
                 flops = counter.forward_flops(lora=False)["total"]
-                runs.setdefault((n_rows, side), []).append({"cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9})
-            # the new path's log-probs against a forward pass of what it sampled, 4 rows at a time (memory)
-            R = exp.response_mask.shape[1]
-            err = 0.0
-            with torch.no_grad():
-                for i in range(0, exp.input_ids.shape[0], 4):
-                    logits = model(input_ids=exp.input_ids[i:i + 4], attention_mask=exp.attention_mask[i:i + 4],
-                                   logits_to_keep=R + 1).logits
-                    ref = gather_logprobs(logits[:, :-1], exp.input_ids[i:i + 4, -R:])
-                    m = exp.response_mask[i:i + 4].bool()
-                    err = max(err, float((ref[m] - exp.behaviour_logprobs[i:i + 4][m]).abs().max()))
-            runs.setdefault((n_rows, "logprob_error"), []).append(err)
+                seqs[side] = s
+                runs.setdefault((shape, side), []).append({
+                    "cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9,
+                    "logprob_error": logprob_error(model, s, lp, tok.pad_token_id)})
+            # the same seed draws the same tokens on both sides (both use one uniform number per row and step)
+            runs.setdefault((shape, "same_tokens"), []).append(float((seqs["before"] == seqs["after"]).float().mean()))
             probes.append(matmul_rate(1024))
-            print(f"  rows {n_rows} round {rnd}: " + ", ".join(f"{s} {runs[(n_rows, s)][-1]['cpu_s']:.2f}s"
-                                                                for s in ("before", "after")))
+            print(f"  {shape} round {rnd}: " + ", ".join(f"{side} {runs[(shape, side)][-1]['cpu_s']:.2f}s"
+                                                          for side in ("before", "after")), flush=True)
     peak = statistics.median(probes)
-    for n_rows in args.rows:
-        med = {s: statistics.median(r["cpu_s"] for r in runs[(n_rows, s)]) for s in ("before", "after")}
-        gflop = runs[(n_rows, "after")][0]["gflop"]
-        rows.append({"rows": n_rows, "tokens": args.new_tokens, "before_cpu_s": med["before"],
-                     "after_cpu_s": med["after"], "speedup": med["before"] / med["after"],
-                     "util_before": gflop / med["before"] / peak, "util_after": gflop / med["after"] / peak,
-                     "max_logprob_error": max(runs[(n_rows, "logprob_error")])})
+    rows = []
+    for shape in args.shapes:
+        med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in ("before", "after")}
+        gflop = {side: runs[(shape, side)][0]["gflop"] for side in ("before", "after")}
+        ratios = [b["cpu_s"] / a["cpu_s"] for b, a in zip(runs[(shape, "before")], runs[(shape, "after")])]
+        rows.append({"shape": shape, "before_cpu_s": med["before"], "after_cpu_s": med["after"],
+                     "speedup": med["before"] / med["after"], "speedup_min": min(ratios), "speedup_max": max(ratios),
+                     "executed_before": gflop["before"] / med["before"] / peak,
+                     "executed_after": gflop["after"] / med["after"] / peak,
+                     "nominal_after": gflop["before"] / med["after"] / peak,
+                     "max_logprob_error": max(r["logprob_error"] for side in ("before", "after")
+                                              for r in runs[(shape, side)]),
+                     "same_tokens": min(runs[(shape, "same_tokens")])})
     print(table(rows, list(rows[0])))
     print(f"matmul rate (fp32, 1 thread, median of {len(probes)} probes): {peak:.1f} GFLOP/s")
     out = {"rounds": args.rounds, "threads": 1, "matmul_gflops": peak, "probes": probes, "results": rows,

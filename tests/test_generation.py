@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xrlhf.experience import gather_logprobs
-from xrlhf.generation import draw, sample
+from xrlhf.generation import draw, draw_from, sample
 from xrlhf.models import build_tiny_model
 
 PROMPTS = ["Say something.", "Name a fruit.", "Count: 1 2 3"]
@@ -58,3 +58,47 @@ def test_same_seed_same_samples_and_greedy_is_argmax():
     chosen = logits[:, P - 1:-1].argmax(-1)
     m = g.response_mask.bool()
     assert torch.equal(chosen[m], g.input_ids[:, P:][m])
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prompt_cache_samples_what_the_full_prompt_pass_samples(lora):
+    """Each prompt encoded once and its cache copied to its samples: the same tokens and log-probs as running the
+    prompt for every sample, and generate's first pass feeds one token per row instead of the whole prompt."""
+    model, tok = build_tiny_model()
+    if lora:
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    widths = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: widths.append(tuple(i[0].shape)))
+    prompts = PROMPTS + ["A much longer prompt, so that the others are left-padded: one two three four five."]
+    shared = sample(model, tok, prompts, 3, 9, seed=7, min_new_tokens=2)
+    shared_widths, widths[:] = list(widths), []
+    full = sample(model, tok, prompts, 3, 9, seed=7, min_new_tokens=2, share_prompts=False)
+    hook.remove()
+    P = full.input_ids.shape[1] - full.response_mask.shape[1]
+    assert widths[0] == (12, P)  # the unshared first pass: every row's whole prompt
+    assert shared_widths[0] == (4, P - 1) and shared_widths[1] == (12, 1)  # once per prompt, then one token per row
+    assert torch.equal(shared.input_ids, full.input_ids) and shared.responses == full.responses
+    assert torch.equal(shared.response_mask, full.response_mask)
+    assert torch.allclose(shared.behaviour_logprobs, full.behaviour_logprobs, atol=1e-5)
+
+
+def test_inverse_cdf_over_a_large_vocabulary_follows_the_distribution_and_skips_zeros():
+    """The two-level search (blocks of the vocabulary): frequencies match, truncated entries never come out, also
+    when the mass sits in the first or the last block, and for a vocabulary that is not a whole number of blocks."""
+    torch.manual_seed(0)
+    V = 262144 + 77
+    probs = torch.zeros(4, V)
+    probs[0, [5, 70000, V - 1]] = torch.tensor([0.2, 0.3, 0.5])  # first block, a middle one, the padded last one
+    probs[1, :3] = torch.tensor([0.6, 0.4, 0.0])
+    probs[2] = 1.0 / V
+    probs[3, V - 3:] = torch.tensor([0.0, 1.0, 0.0])
+    counts = torch.zeros(4, V)
+    for _ in range(500):
+        tokens = draw_from(probs)
+        counts.scatter_add_(-1, tokens, torch.ones_like(tokens, dtype=torch.float))
+    freq = counts / 500
+    assert (counts[probs == 0] == 0).all()  # a zero-probability entry is never drawn
+    assert torch.allclose(freq[0, [5, 70000, V - 1]], torch.tensor([0.2, 0.3, 0.5]), atol=0.07)
+    assert abs(freq[1, 0] - 0.6) < 0.07 and freq[3, V - 2] == 1.0
+    assert (counts[2] > 0).sum() > 490  # the uniform row spreads over the whole vocabulary

@@ -29,12 +29,16 @@ def response_mask_from(tokens: torch.Tensor, stop_ids: list[int], pad_id: int) -
 
 
 def draw(logp: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
-    """One token per row from exp(logp) (optionally top-k / nucleus truncated), by inverse CDF.  # [B, V] -> [B, 1]
+    """One token per row from exp(logp) (optionally top-k / nucleus truncated).  # [B, V] -> [B, 1]"""
+    return draw_from(logp.exp(), top_p, top_k)
 
-    One uniform number per row and a cumulative sum: torch.multinomial, which generate uses, draws an
-    exponential variate for every vocabulary entry (262k for gemma), 14% of a CPU rollout's time.
+
+def draw_from(weights: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """One token per row in proportion to non-negative `weights` (unnormalised probabilities), optionally top-k /
+    nucleus truncated, by inverse CDF: one uniform number per row. torch.multinomial, which generate uses, draws an
+    exponential variate for every vocabulary entry (262k for gemma), 14% of a CPU rollout's time.  # [B, V] -> [B, 1]
     """
-    probs = logp.exp()
+    probs = weights
     if top_k and top_k < probs.shape[-1]:
         kth = probs.topk(top_k, dim=-1).values[:, -1:]
         probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
@@ -43,15 +47,49 @@ def draw(logp: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor
         before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each entry
         sorted_p = torch.where(before < top_p * sorted_p.sum(-1, keepdim=True), sorted_p, torch.zeros_like(sorted_p))
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
+    return _inverse_cdf(probs)
+
+
+_BLOCK = 1024  # vocabulary entries per block of the two-level search
+
+
+def _last_positive(x: torch.Tensor) -> torch.Tensor:
+    """The index of each row's last positive entry.  # [B, N] -> [B, 1]"""
+    idx = torch.arange(x.shape[-1], device=x.device)
+    return torch.where(x > 0, idx, torch.zeros_like(idx)).amax(-1, keepdim=True)
+
+
+def _inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw in two levels: the mass of each block of _BLOCK entries, a search over the block masses, then
+    a cumulative sum inside the chosen block only. A full-vocabulary cumulative sum writes B x V numbers per step;
+    this reads the vocabulary once (the block sums) and writes B x V / _BLOCK. Never returns a zero-weight entry: a
+    uniform number rounded onto the very end of the mass falls back to the last positive block / entry.
+    # [B, V] -> [B, 1]"""
+    B, V = probs.shape
+    if V <= 4 * _BLOCK:
+        cdf = probs.cumsum(-1)
+        u = torch.rand(B, 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+        return torch.minimum(torch.searchsorted(cdf, u, right=True), _last_positive(probs))
+    pad = (-V) % _BLOCK
+    blocks = (torch.nn.functional.pad(probs, (0, pad)) if pad else probs).view(B, -1, _BLOCK)
+    mass = blocks.sum(-1)  # [B, V / _BLOCK]
+    cum = mass.cumsum(-1)
+    u = torch.rand(B, 1, device=probs.device, dtype=cum.dtype) * cum[:, -1:]
+    b = torch.minimum(torch.searchsorted(cum, u, right=True), _last_positive(mass))  # [B, 1]
+    below = torch.where(b > 0, cum.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(u))  # mass before block b
+    inner = blocks[torch.arange(B, device=probs.device), b.squeeze(-1)]  # [B, _BLOCK]
+    j = torch.searchsorted(inner.cumsum(-1), u - below, right=True)
+    return b * _BLOCK + torch.minimum(j, _last_positive(inner))
 
 
 class _Sampler:
     """A logits processor that samples the next token itself and hands generate a one-hot choice (generate runs
     greedy and takes it). It records pi's log-prob of the token (softmax of logits / T, before truncation and
-    before the end-of-response mask of the first min_new_tokens steps), which is what PPO's ratio needs."""
+    before the end-of-response mask of the first min_new_tokens steps), which is what PPO's ratio needs.
+
+    It works in place in `scores`, generate's float32 copy of this step's last logits (never kept by generate while
+    it samples: `sample` asks for the raw logits only on its greedy path, where this processor is not used): the
+    exponentials, then the one-hot answer. Fresh [B, V] buffers every step cost page faults as well as passes."""
 
     def __init__(self, temperature: float, top_p: float, top_k: int, stop_ids: list[int], min_new_tokens: int = 1):
         self.temperature, self.top_p, self.top_k, self.stop_ids = temperature, top_p, top_k, stop_ids
@@ -59,14 +97,16 @@ class _Sampler:
         self.logprobs: list[torch.Tensor] = []  # one [B] per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)  # [B, V]
-        allowed = logp
+        w = scores if scores.dtype == torch.float32 else scores.float()
+        if self.temperature != 1.0:
+            w.div_(self.temperature)
+        w.sub_(w.amax(-1, keepdim=True)).exp_()  # unnormalised pi: exp(logit / T - max)  [B, V]
+        log_total = w.sum(-1, keepdim=True).log()
         if len(self.logprobs) < self.min_new_tokens and self.stop_ids:  # no stop before min_new_tokens
-            allowed = logp.clone()
-            allowed[:, self.stop_ids] = float("-inf")
-        token = draw(allowed, self.top_p, self.top_k)  # [B, 1]
-        self.logprobs.append(logp.gather(-1, token).squeeze(-1))
-        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
+            w[:, self.stop_ids] = 0.0  # the chosen token is then never a stop, so its recorded log-prob is pi's
+        token = draw_from(w, self.top_p, self.top_k)  # [B, 1]
+        self.logprobs.append((w.gather(-1, token).log() - log_total).squeeze(-1))
+        return w.fill_(float("-inf")).scatter_(-1, token, 0.0)
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
@@ -84,11 +124,14 @@ def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-           policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1) -> Experience:
+           policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1,
+           share_prompts: bool = True) -> Experience:
     """Sample n responses per prompt with their behaviour log-probs, taken from the logits generate computed.
 
     They are exact log pi(a|s) at `temperature` when top_p == 1 and top_k == 0; with truncation the
     sampling distribution differs from pi and the recorded numbers are pi's, which is what PPO's ratio uses.
+    With share_prompts, each prompt is encoded once and its KV cache copied to its n samples
+    (shared_prompt_cache); False runs the prompt n times, as generate alone does.
     """
     from transformers import LogitsProcessorList
 
@@ -100,7 +143,8 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
         torch.manual_seed(seed)
     stop = eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
-    out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
+    cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
+    out = model.generate(**enc, cache=cache, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
                          pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
                          output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
                          logits_processor=LogitsProcessorList([] if greedy else [sampler]))
@@ -122,6 +166,23 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     return Experience(input_ids=input_ids.cpu(), attention_mask=attention_mask.cpu(), response_mask=mask.cpu(),
                       behaviour_logprobs=(logprobs * mask).cpu(), prompts=[p for p in prompts for _ in range(samples_per_prompt)],
                       responses=[d.strip() for d in decoded], group_ids=group_ids, policy_version=policy_version)
+
+
+@torch.no_grad()
+def shared_prompt_cache(model: Any, enc: Any, n: int) -> Any:
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated for its n samples
+    (`enc` holds each prompt n times in a row, as encode_prompts makes it), or None where nothing is shared
+    (n == 1, one-token prompts). generate then feeds each row only its last prompt token before decoding: the
+    prompt pass, the largest matmuls of a rollout, shrinks n-fold. Positions follow the attention mask as
+    generate's own (left padding starts at 0), so the cache is the one generate would have built itself."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if n < 2 or ids.shape[1] < 2:
+        return None
+    ids, mask = ids[::n, :-1], mask[::n, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1).cache
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 def merge_experiences(parts: list[Experience], pad_id: int) -> Experience:
