@@ -64,6 +64,7 @@ def before(model: Any, tok: Any, prompts: list[str], n: int, new_tokens: int, se
     return out.sequences, torch.stack(sampler.logprobs, dim=1)
 
 
+@torch.no_grad()
 def logprob_error(model: Any, sequences: torch.Tensor, logprobs: torch.Tensor, pad_id: int) -> float:
     """max |recorded log-prob - a forward pass's| over the sampled tokens, 4 rows at a time (memory)."""
     from xrlhf.experience import gather_logprobs
@@ -114,8 +115,10 @@ def main() -> None:
                 runs.setdefault((shape, side), []).append({
                     "cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9,
                     "logprob_error": logprob_error(model, s, lp, tok.pad_token_id)})
-            # the same seed draws the same tokens on both sides (both use one uniform number per row and step)
-            runs.setdefault((shape, "same_tokens"), []).append(float((seqs["before"] == seqs["after"]).float().mean()))
+            # the same seed draws the same tokens on both sides (both use one uniform number per row and step):
+            # the share of rows whose whole response is the same
+            same = (seqs["before"][:, -new_tokens:] == seqs["after"][:, -new_tokens:]).all(-1)
+            runs.setdefault((shape, "same_tokens"), []).append(float(same.float().mean()))
             probes.append(matmul_rate(1024))
             print(f"  {shape} round {rnd}: " + ", ".join(f"{side} {runs[(shape, side)][-1]['cpu_s']:.2f}s"
                                                           for side in ("before", "after")), flush=True)
