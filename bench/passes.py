@@ -11,6 +11,10 @@
               T = 1, chunked logsumexp gather, entropy kept in the autograd graph); xrlhf now (temperature applied
               per chunk, entropy computed outside autograd). The peak is VmHWM after resetting it
               (/proc/self/clear_refs) with the model loaded and paged in.
+5. prompts    A prompt's samples sharing its pass (its KV cache indexed out to them, the default) against one pass
+              of prompt + response per row, at the study's batch (4 prompts x 4 samples x 24 tokens): reference
+              (no grad) and learner (forward + backward) CPU seconds, interleaved, and the largest log-prob
+              difference.
 4. head       The LM head on the response positions as one contiguous matmul (positions passed to the model as a
               tensor) against transformers' strided `hidden[:, -k:]` slice, which runs as a broadcast bmm.
 3. reference  The reference as the policy's base weights with the LoRA adapter disabled (after) against a second
@@ -19,7 +23,7 @@
 
 Judge prefix sharing is measured by bench/judge.py (the judge's own benchmark).
 
-    python bench/passes.py                 # all three, 4-10 minutes on 2 shared cores (load-dependent)
+    python bench/passes.py                 # all five, 5-12 minutes on 2 shared cores (load-dependent)
     python bench/passes.py --only logprobs
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ from common import (RESULTS, Shape, load_gemma, peak_rss_mib, reset_peak_rss, ru
                     write_result)
 
 SHAPE = Shape("gemma", prompts=4, samples=2, new_tokens=32)  # the quickstart's rollout batch
+STUDY_SHAPE = Shape("gemma", prompts=4, samples=4, new_tokens=24)  # configs/study.yaml's
 HERE = Path(__file__).resolve()
 
 
@@ -162,14 +167,15 @@ VARIANTS = {
 }
 
 
-def _gemma_and_batch() -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Gemma, and the quickstart batch of prompts with R random response tokens: (model, ids, mask, positions, R)."""
+def _gemma_and_batch(shape: Shape = SHAPE) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Gemma, and a batch of prompts (the quickstart's by default) with R random response tokens:
+    (model, ids, mask, positions, R)."""
     torch.manual_seed(0)
     model, tok, _ = load_gemma()
-    enc, _ = _prompt_batch(tok, SHAPE, 0)
-    R = SHAPE.new_tokens
-    ids = torch.cat([enc["input_ids"], torch.randint(10, 20000, (SHAPE.batch, R))], 1)
-    att = torch.cat([enc["attention_mask"], torch.ones(SHAPE.batch, R, dtype=torch.long)], 1)
+    enc, _ = _prompt_batch(tok, shape, 0)
+    R = shape.new_tokens
+    ids = torch.cat([enc["input_ids"], torch.randint(10, 20000, (shape.batch, R))], 1)
+    att = torch.cat([enc["attention_mask"], torch.ones(shape.batch, R, dtype=torch.long)], 1)
     return model, ids, att, (att.cumsum(-1) - 1).clamp(min=0), R
 
 
@@ -285,6 +291,39 @@ def head(rounds: int) -> dict[str, Any]:
             "speedup": {p: med[f"{p} before"] / med[f"{p} after"] for p in ("reference", "learner")}}
 
 
+def prompts(rounds: int) -> dict[str, Any]:
+    """response_logprobs with a prompt's samples sharing its pass (after) against one pass per row (before), at the
+    study's batch. Reference pass (no grad) and learner pass (forward + backward), interleaved, CPU seconds."""
+    from xrlhf.experience import response_logprobs
+
+    model, ids, att, _, R = _gemma_and_batch(STUDY_SHAPE)
+    _touch(model)
+
+    def run(grad: bool, share: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            lp = response_logprobs(model, ids, att, R, share_prompts=share).logprobs
+            if grad:
+                lp.sum().backward()
+        return lp.detach()
+
+    times: dict[str, list[float]] = {}
+    diff = 0.0
+    for rnd in range(rounds):
+        for grad in (False, True):
+            got = {}
+            for name in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
+                model.zero_grad(set_to_none=True)
+                c0 = time.thread_time()
+                got[name] = run(grad, share=name == "after")
+                times.setdefault(f"{'learner' if grad else 'reference'} {name}", []).append(time.thread_time() - c0)
+            diff = max(diff, float((got["before"] - got["after"]).abs().max()))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("  prompts: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
+    return {"shape": STUDY_SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
+            "median_cpu_s": med, "max_abs_diff": diff,
+            "speedup": {p: med[f"{p} before"] / med[f"{p} after"] for p in ("reference", "learner")}}
+
+
 # ---------------------------------------------------------------- 3. reference by disabled adapter
 
 def reference_part(how: str) -> dict[str, Any]:
@@ -351,7 +390,7 @@ def reference() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["behaviour", "logprobs", "head", "reference"])
+    ap.add_argument("--only", nargs="+", choices=["behaviour", "logprobs", "head", "reference", "prompts"])
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the behaviour timing")
     ap.add_argument("--no-grad-variants", action="store_true", help="skip the learner (forward+backward) variants")
     ap.add_argument("--part", help=argparse.SUPPRESS)
@@ -365,12 +404,12 @@ def main() -> None:
     if args.part == "reference":
         print(json.dumps(reference_part(args.how)))
         return
-    parts = args.only or ["behaviour", "logprobs", "head", "reference"]
+    parts = args.only or ["behaviour", "logprobs", "head", "prompts", "reference"]
     out: dict[str, Any] = {"threads": 1}
     previous = RESULTS / "passes.json"  # a run of some parts keeps the other parts' figures
     if previous.is_file():
         out.update({k: v for k, v in json.loads(previous.read_text()).items()
-                    if k in ("behaviour", "logprobs", "head", "reference") and k not in parts})
+                    if k in ("behaviour", "logprobs", "head", "reference", "prompts") and k not in parts})
     if "behaviour" in parts:
         out["behaviour"] = behaviour(args.rounds)
         b = out["behaviour"]
@@ -388,6 +427,11 @@ def main() -> None:
         out["head"] = head(args.rounds)
         print(f"LM head on a contiguous slice: {out['head']['speedup']} (before/after), max |diff| "
               f"{out['head']['max_abs_diff']:.1e}")
+        write_result("passes", out)
+    if "prompts" in parts:
+        out["prompts"] = prompts(args.rounds)
+        print(f"a prompt's pass shared by its samples: {out['prompts']['speedup']} (before/after), max |diff| "
+              f"{out['prompts']['max_abs_diff']:.1e}")
         write_result("passes", out)
     if "reference" in parts:
         out["reference"] = reference()

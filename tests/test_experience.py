@@ -172,3 +172,59 @@ def test_experience_select_and_to():
     assert kept.ref_logprobs is None
     moved = exp.to("cpu")
     assert moved.input_ids.device.type == "cpu" and moved.prompts == exp.prompts
+
+
+@pytest.mark.parametrize("return_hidden", [False, True])
+def test_shared_prompt_pass_gives_the_same_logprobs_entropy_hidden_and_gradients(return_hidden):
+    """Rows that share a prompt run it once (its KV cache indexed out to them): log-probs, entropy, last hidden
+    states and the LoRA gradients equal those of one full pass per row, with left padding and a prompt that only
+    one row has."""
+    from peft import LoraConfig, get_peft_model
+
+    from xrlhf.experience import response_logprobs, shared_prompt_rows
+    from xrlhf.generation import sample
+    from xrlhf.models import build_tiny_model
+
+    model, tok = build_tiny_model()
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    exp = sample(model, tok, ["Say something.", "A much longer prompt than the other one, to pad it."], 3, 6, seed=1)
+    exp = exp.select([0, 1, 2, 3, 4, 5])
+    solo = sample(model, tok, ["Name a fruit please"], 1, exp.response_len, seed=2, min_new_tokens=exp.response_len)
+    from xrlhf.generation import merge_experiences
+    exp = merge_experiences([exp, solo], tok.pad_token_id)
+    P = exp.input_ids.shape[1] - exp.response_len
+    first, owner = shared_prompt_rows(exp.input_ids, exp.attention_mask, P)
+    assert sorted(first.tolist()) == [0, 3, 6] and owner.tolist().count(owner[0].item()) == 3  # 2 prompts x 3, 1 solo
+    weights = torch.randn(exp.response_mask.shape)
+    widths = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: widths.append(tuple(i[0].shape)))
+    response_logprobs(model, exp.input_ids, exp.attention_mask, exp.response_len)
+    hook.remove()
+    assert widths == [(3, P - 1), (7, exp.response_len)]  # the prompts once, then one position per response token
+    model.train()
+    results = {}
+    for shared in (True, False):
+        model.zero_grad()
+        ids, att = exp.input_ids, exp.attention_mask
+        if not shared:  # the same rows, each one's prompt made unique by the pass per row
+            outs = [response_logprobs(model, ids[i:i + 1], att[i:i + 1], exp.response_len, return_entropy=True,
+                                      return_hidden=return_hidden) for i in range(ids.shape[0])]
+            lp = torch.cat([o.logprobs for o in outs])
+            ent = torch.cat([o.entropy for o in outs])
+            hid = torch.cat([o.hidden for o in outs]) if return_hidden else None
+        else:
+            o = response_logprobs(model, ids, att, exp.response_len, return_entropy=True, return_hidden=return_hidden)
+            lp, ent, hid = o.logprobs, o.entropy, o.hidden
+        loss = (lp * weights * exp.response_mask).sum() + (ent * exp.response_mask).sum() * 0.1
+        if return_hidden:
+            loss = loss + hid.pow(2).mean()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results[shared] = (lp.detach(), ent.detach(), None if hid is None else hid.detach(), grads)
+    m = exp.response_mask.bool()
+    (lp1, e1, h1, g1), (lp0, e0, h0, g0) = results[True], results[False]
+    assert torch.allclose(lp1[m], lp0[m], atol=1e-5) and torch.allclose(e1[m], e0[m], atol=1e-5)
+    if return_hidden:
+        assert torch.allclose(h1, h0, atol=1e-5)
+    for n in g0:
+        assert torch.allclose(g1[n], g0[n], atol=1e-5, rtol=1e-4), n

@@ -96,6 +96,7 @@ def response_logprobs(
     return_entropy: bool = False,
     return_hidden: bool = False,
     entropy_grad: bool = True,
+    share_prompts: bool = True,
 ) -> ResponseForward:
     """Log-probabilities of the response tokens under a HF causal LM, `[B, T] -> [B, R]`.
 
@@ -103,6 +104,8 @@ def response_logprobs(
     Values at padded response positions are meaningless; mask them with `response_mask`.
     `entropy_grad=False` computes the entropy outside autograd: for a metric that is not in the loss, which would
     otherwise keep a softmax over the whole vocabulary per position alive until the backward pass is done.
+    Rows with the same prompt (a prompt's samples) run it once (`share_prompts`, shared_prompt_rows); the results
+    and gradients are those of one pass per row.
     """
     T = input_ids.shape[1]
     P = T - response_len
@@ -112,14 +115,34 @@ def response_logprobs(
     # vocabulary the prompt's logits would dominate memory and the LM head's FLOPs. The positions go in as a
     # tensor, not as the int R + 1: transformers slices an int as `hidden[:, -k:]`, a strided view, and the LM
     # head on a strided [B, k, H] runs as a broadcast bmm (≈1.5× slower on CPU); indexing makes it contiguous.
-    keep = torch.arange(P - 1, T - 1, device=input_ids.device)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        output_hidden_states=return_hidden,
-        logits_to_keep=keep,
-    )
+    shared = shared_prompt_rows(input_ids, attention_mask, P) if share_prompts and _can_share(model) else None
+    if shared is None:
+        keep = torch.arange(P - 1, T - 1, device=input_ids.device)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=return_hidden,
+            logits_to_keep=keep,
+        )
+        hidden = out.hidden_states[-1][:, P - 1 : T - 1] if return_hidden else None
+    else:
+        # Each distinct prompt (all but its last token) once, its KV cache indexed out to its rows (autograd
+        # carries every row's gradient back into the one prompt pass), then one pass over the positions whose
+        # outputs are needed: the last prompt token and the response but its last token.
+        first, owner = shared
+        cache = model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
+                      position_ids=position_ids[first, : P - 1], use_cache=True, logits_to_keep=1).cache
+        cache.batch_select_indices(owner)
+        out = model(
+            input_ids=input_ids[:, P - 1 : T - 1],
+            attention_mask=attention_mask[:, : T - 1],
+            position_ids=position_ids[:, P - 1 : T - 1],
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=return_hidden,
+        )
+        hidden = out.hidden_states[-1] if return_hidden else None
     logits = out.logits  # [B, R, V]; temperature is applied per chunk
     entropy = None
     if return_entropy:
@@ -128,8 +151,29 @@ def response_logprobs(
     return ResponseForward(
         logprobs=gather_logprobs(logits, input_ids[:, P:], temperature=temperature),
         entropy=entropy,
-        hidden=out.hidden_states[-1][:, P - 1 : T - 1] if return_hidden else None,
+        hidden=hidden,
     )
+
+
+def shared_prompt_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       prompt_len: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows whose prompt (all but its last token, with its padding) is the same: (the first row of each distinct
+    prompt [U], each row's index into those [B]), or None when no two rows share one or the prompt is one token."""
+    if prompt_len < 2:
+        return None
+    key = torch.cat([input_ids[:, : prompt_len - 1], attention_mask[:, : prompt_len - 1].to(input_ids.dtype)], -1)
+    distinct, owner = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, owner, torch.arange(key.shape[0], device=key.device), reduce="amin")
+    return first, owner
+
+
+def _can_share(model: torch.nn.Module) -> bool:
+    """A KV cache can carry the prompt pass: not under gradient checkpointing while training (transformers turns
+    the cache off there)."""
+    return not (model.training and any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()))
 
 
 @dataclass
