@@ -228,3 +228,25 @@ def test_shared_prompt_pass_gives_the_same_logprobs_entropy_hidden_and_gradients
         assert torch.allclose(h1, h0, atol=1e-5)
     for n in g0:
         assert torch.allclose(g1[n], g0[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_gradient_checkpointing_keeps_one_pass_per_row():
+    """transformers turns the KV cache off under gradient checkpointing while training, so the prompt is not
+    shared there: the pass per row runs, with the same numbers."""
+    from xrlhf.experience import _can_share, response_logprobs
+    from xrlhf.generation import sample
+    from xrlhf.models import build_tiny_model
+
+    model, tok = build_tiny_model()
+    exp = sample(model, tok, ["Say something.", "Name a fruit."], 2, 5, seed=4)
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.train()
+    assert not _can_share(model)
+    a = response_logprobs(model, exp.input_ids, exp.attention_mask, exp.response_len).logprobs
+    a.sum().backward()
+    model.eval()
+    assert _can_share(model)  # evaluation passes (the reference) still share
+    b = response_logprobs(model, exp.input_ids, exp.attention_mask, exp.response_len, share_prompts=False).logprobs
+    m = exp.response_mask.bool()
+    assert torch.allclose(a.detach()[m], b.detach()[m], atol=1e-5)
