@@ -8,7 +8,7 @@ import pytest
 
 from xrlhf.report import build_report
 from xrlhf.report_data import load_compare, pairings, val_curve
-from xrlhf.report_study import distinct_ngram_ratio, verdict, versus_base
+from xrlhf.report_study import distinct_ngram_ratio, quoted_words, verdict, versus_base
 
 DIMS = ["helpfulness", "verbosity"]
 ARMS = ["ppo", "rloo"]
@@ -113,6 +113,9 @@ def test_versus_base_distinct_ratio_and_verdicts(tmp_path):
     # verbosity 0.5 − 0.1·pid against 0.5: mean −0.15 for every seed
     assert versus_base(data, "ppo", lambda r: r["normalised"]["verbosity"]) == pytest.approx([-0.15] * 3)
     assert distinct_ngram_ratio(["a b a b"]) == pytest.approx(2 / 3) and distinct_ngram_ratio(["a"]) != 0
+    # the longest run of the prompt's words the response repeats, case and punctuation aside
+    assert quoted_words("Sure: the cat sat on the MAT, today.", "Did the cat sit? The cat sat on the mat!") == 6
+    assert quoted_words("cat the", "the cat") == 1 and quoted_words("", "the cat") == 0
     assert verdict((0.1, 0.05, 0.15)) == "rose" and verdict((0.1, -0.05, 0.15)) == "within noise"
     assert verdict((0.1, math.nan, math.nan)).startswith("cannot tell")
     assert val_curve(data.runs["ppo"][0], "wall_s") == ([0.0, 20.0, 40.0, 60.0, 80.0],

@@ -109,7 +109,8 @@ def test_study_report_answers_each_planned_question(study):
     assert "rule (target &#x27;e&#x27;)" in html and "rule (target &#x27;:&#x27;)" in html
     for arm in ARMS:
         for metric in ("val_at_samples", "val_at_wall_s", "eval_gain", "final_kl", "reward_step_noise", "kl_spikes",
-                       "hacking/length", "hacking/distinct2", "hacking/entropy_drift", "win_rate_vs_base"):
+                       "hacking/length", "hacking/distinct2", "hacking/quoting", "hacking/entropy_drift",
+                       "win_rate_vs_base"):
             assert re.search(rf'data-metric="{re.escape(metric)}" data-algorithm="{arm}"', html), (metric, arm)
     for h in ("equal samples", "equal wall time", "The KL each paid", "Stability", "Which dimensions moved",
               "Reward hacking"):
