@@ -8,6 +8,8 @@ of response token j given everything before it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -131,16 +133,16 @@ def response_logprobs(
         # carries every row's gradient back into the one prompt pass), then one pass over the positions whose
         # outputs are needed: the last prompt token and the response but its last token.
         first, owner = shared
-        cache = model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
-                      position_ids=position_ids[first, : P - 1], use_cache=True, logits_to_keep=1).cache
+        cache = returned_cache(model(input_ids=input_ids[first, : P - 1], attention_mask=attention_mask[first, : P - 1],
+                                     position_ids=position_ids[first, : P - 1], use_cache=True, logits_to_keep=1))
         cache.batch_select_indices(owner)
         out = model(
             input_ids=input_ids[:, P - 1 : T - 1],
             attention_mask=attention_mask[:, : T - 1],
             position_ids=position_ids[:, P - 1 : T - 1],
-            cache=cache,
             use_cache=True,
             output_hidden_states=return_hidden,
+            **{cache_arg(): cache},
         )
         hidden = out.hidden_states[-1] if return_hidden else None
     logits = out.logits  # [B, R, V]; temperature is applied per chunk
@@ -153,6 +155,21 @@ def response_logprobs(
         entropy=entropy,
         hidden=hidden,
     )
+
+
+# transformers renamed the KV cache argument and output field from `past_key_values` to `cache` (5.2x); the vLLM
+# environment pins an older release, so both are spoken: the output field's name is the argument's.
+@lru_cache(maxsize=None)
+def cache_arg() -> str:
+    """The name transformers gives the KV cache, as a forward's argument and as its output's field."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in {f.name for f in fields(CausalLMOutputWithPast)} else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a forward with use_cache=True returned, under either name."""
+    return getattr(out, cache_arg())
 
 
 def shared_prompt_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from xrlhf.data import format_prompt
-from xrlhf.experience import Experience
+from xrlhf.experience import Experience, cache_arg, returned_cache
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -144,7 +144,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     stop = eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
     cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
-    out = model.generate(**enc, cache=cache, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
+    out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
                          pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
                          output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
                          logits_processor=LogitsProcessorList([] if greedy else [sampler]))
@@ -180,7 +180,8 @@ def shared_prompt_cache(model: Any, enc: Any, n: int) -> Any:
         return None
     ids, mask = ids[::n, :-1], mask[::n, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1).cache
+    cache = returned_cache(model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                 logits_to_keep=1))
     cache.batch_repeat_interleave(n)
     return cache
 
