@@ -249,6 +249,24 @@ def logprobs(modes: list[bool]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- 4. LM head on a contiguous slice
 
+def _interleaved(model: Any, sides: dict[str, Any], rounds: int, alternate: bool) -> tuple[dict, dict, float]:
+    """CPU seconds of each side's reference (no grad) and learner (grad) pass, interleaved per round (order swapped
+    every other round when `alternate`): (times, medians, max |before - after|)."""
+    times: dict[str, list[float]] = {}
+    diff = 0.0
+    for rnd in range(rounds):
+        for grad in (False, True):
+            got = {}
+            names = list(sides) if not alternate or rnd % 2 == 0 else list(reversed(sides))
+            for name in names:
+                model.zero_grad(set_to_none=True)
+                c0 = time.thread_time()
+                got[name] = sides[name](grad)
+                times.setdefault(f"{'learner' if grad else 'reference'} {name}", []).append(time.thread_time() - c0)
+            diff = max(diff, float((got["before"] - got["after"]).abs().max()))
+    return times, {k: statistics.median(v) for k, v in times.items()}, diff
+
+
 def head(rounds: int) -> dict[str, Any]:
     """response_logprobs with logits_to_keep as the int R + 1 (transformers slices a strided view; the LM head runs
     as a broadcast bmm) against the position tensor xrlhf passes now (an indexed, contiguous copy; one mm).
@@ -268,23 +286,12 @@ def head(rounds: int) -> dict[str, Any]:
 
     def after(grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
-            lp = response_logprobs(model, ids, att, R).logprobs
+            lp = response_logprobs(model, ids, att, R, share_prompts=False).logprobs
             if grad:
                 lp.sum().backward()
         return lp.detach()
 
-    times: dict[str, list[float]] = {}
-    diff = 0.0
-    for _ in range(rounds):
-        for grad in (False, True):
-            got = {}
-            for name, fn in (("before", before), ("after", after)):
-                model.zero_grad(set_to_none=True)
-                c0 = time.thread_time()
-                got[name] = fn(grad)
-                times.setdefault(f"{'learner' if grad else 'reference'} {name}", []).append(time.thread_time() - c0)
-            diff = max(diff, float((got["before"] - got["after"]).abs().max()))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med, diff = _interleaved(model, {"before": before, "after": after}, rounds, alternate=False)
     print("  head: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
     return {"shape": SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
             "median_cpu_s": med, "max_abs_diff": diff,
@@ -299,25 +306,16 @@ def prompts(rounds: int) -> dict[str, Any]:
     model, ids, att, _, R = _gemma_and_batch(STUDY_SHAPE)
     _touch(model)
 
-    def run(grad: bool, share: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
-            lp = response_logprobs(model, ids, att, R, share_prompts=share).logprobs
-            if grad:
-                lp.sum().backward()
-        return lp.detach()
+    def run(share: bool) -> Any:
+        def fn(grad: bool) -> torch.Tensor:
+            with torch.set_grad_enabled(grad):
+                lp = response_logprobs(model, ids, att, R, share_prompts=share).logprobs
+                if grad:
+                    lp.sum().backward()
+            return lp.detach()
+        return fn
 
-    times: dict[str, list[float]] = {}
-    diff = 0.0
-    for rnd in range(rounds):
-        for grad in (False, True):
-            got = {}
-            for name in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
-                model.zero_grad(set_to_none=True)
-                c0 = time.thread_time()
-                got[name] = run(grad, share=name == "after")
-                times.setdefault(f"{'learner' if grad else 'reference'} {name}", []).append(time.thread_time() - c0)
-            diff = max(diff, float((got["before"] - got["after"]).abs().max()))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times, med, diff = _interleaved(model, {"before": run(False), "after": run(True)}, rounds, alternate=True)
     print("  prompts: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
     return {"shape": STUDY_SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
             "median_cpu_s": med, "max_abs_diff": diff,
