@@ -47,6 +47,20 @@ def matmul_rate(n: int = 1024, m: int | None = None, k: int | None = None, reps:
     return 2 * n * m * k / best / 1e9
 
 
+def stream_rate(rows: int = 1, vocab: int = 262144, hidden: int = 640, reps: int = 5) -> float:
+    """GB/s at which an fp32 matmul streams its weights: torch's linear of [rows, hidden] by a [vocab, hidden]
+    weight (the LM head's shape and layout), best of `reps`, by thread CPU time. At a row or a few the product is
+    bound by reading the weight, so this is the rate a small-batch decode step can read the model at."""
+    x, w = torch.randn(rows, hidden), torch.randn(vocab, hidden)
+    torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(reps):
+        c0 = time.thread_time()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.thread_time() - c0)
+    return w.numel() * w.element_size() / best / 1e9
+
+
 class FlopCounter:
     """Counts the analytic FLOPs of every forward of a HF causal LM (see the module docstring)."""
 
@@ -88,6 +102,23 @@ class FlopCounter:
         return {"body": body, "head": head, "attention": attn, "total": body + head + attn,
                 "tokens": sum(c["B"] * c["n"] for c in self.calls), "logit_rows": sum(c["B"] * c["k"] for c in self.calls),
                 "calls": len(self.calls)}
+
+    def roofline_seconds(self, gflops: float, gbps: float, lora: bool = True, bytes_per_param: int = 4,
+                         calls: list[dict[str, int]] | None = None) -> float:
+        """The least time the recorded calls can take on a machine that multiplies at `gflops` and streams weights
+        at `gbps`: per call, the larger of its FLOPs over the rate and its weight bytes (every matmul weight read
+        once per call: the body, and the head when a logit row is kept) over the stream rate. A decode step of a
+        few rows is bound by the second, a prompt pass by the first. KV-cache reads are left out (a few MB here),
+        so this is a bound, not a prediction."""
+        params = self.n_body + (self.n_lora if lora else 0)
+        total = 0.0
+        for c in self.calls if calls is None else calls:
+            B, n, cached, k = c["B"], c["n"], c["cached"], c["k"]
+            flops = 2 * params * B * n + 2 * self.n_head * B * k
+            flops += 4 * B * self.layers * self.heads * self.head_dim * (n * cached + n * (n + 1) / 2)
+            weight_bytes = bytes_per_param * (params + (self.n_head if k else 0))
+            total += max(flops / (gflops * 1e9), weight_bytes / (gbps * 1e9))
+        return total
 
     def measure(self, fn: Any) -> tuple[Any, float, float, list[dict[str, int]]]:
         self.calls = []

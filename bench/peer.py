@@ -11,6 +11,8 @@ Ray graph, `time/step` from metrics.jsonl of a short `xrlhf train` run (measured
 
     python bench/peer.py                      # tiny: REINFORCE, PPO vs RLOO, GRPO; in-process and Ray graph
     python bench/peer.py --models gemma       # gemma-3-270m: REINFORCE, PPO vs RLOO, 2 rounds
+    python bench/peer.py --models gemma-study # gemma-3-270m at the study's step (4 prompts x 4 x 24 tokens): vs
+                                              # RLOO and GRPO, 5 rounds (~12 minutes)
     (each under 10 minutes at a load average below about 6 on the 2 shared cores)
 """
 from __future__ import annotations
@@ -31,10 +33,12 @@ from common import (CONFIGS, RESULTS, Shape, XrlhfStep, has_hf_judge, interleave
                     train_prompts, write_result, xrlhf_config)
 
 SHAPES = {"tiny": Shape("tiny", prompts=4, samples=4, new_tokens=12),
-          "gemma": Shape("gemma", prompts=2, samples=2, new_tokens=16)}
-ROUNDS = {"tiny": 8, "gemma": 2}
-PEERS = {"tiny": ["rloo", "grpo"], "gemma": ["rloo"]}  # GRPO's step is RLOO's but for the advantage; gemma steps are slow
-RAY_STEPS = {"tiny": 4, "gemma": 0}
+          "gemma": Shape("gemma", prompts=2, samples=2, new_tokens=16),
+          "gemma-study": Shape("gemma", prompts=4, samples=4, new_tokens=24)}  # configs/study.yaml's step
+ROUNDS = {"tiny": 8, "gemma": 2, "gemma-study": 5}
+# GRPO's step is RLOO's but for the advantage; gemma steps are slow, so the small gemma shape runs RLOO only
+PEERS = {"tiny": ["rloo", "grpo"], "gemma": ["rloo"], "gemma-study": ["rloo", "grpo"]}
+RAY_STEPS = {"tiny": 4, "gemma": 0, "gemma-study": 0}
 TARGET = 1.5  # xrlhf samples/s over the peer's
 
 

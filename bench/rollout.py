@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from common import table, train_prompts, write_result
-from limit import FlopCounter, matmul_rate
+from limit import FlopCounter, matmul_rate, stream_rate
 
 
 class PreviousSampler:
@@ -96,6 +96,7 @@ def main() -> None:
     sample(model, tok, prompts[:1], 2, 2, seed=0)  # kernels and first-touch of the weights
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     probes = [matmul_rate(1024)]
+    streams = [stream_rate()]
     offset = 0
     for shape in args.shapes:
         n_prompts, n, new_tokens = (int(x) for x in shape.split("x"))
@@ -105,40 +106,53 @@ def main() -> None:
             seqs = {}
             for side in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
                 if side == "before":
-                    (s, lp), cpu, wall, _ = counter.measure(lambda: before(model, tok, batch, n, new_tokens, rnd))
+                    (s, lp), cpu, wall, calls = counter.measure(lambda: before(model, tok, batch, n, new_tokens, rnd))
                 else:
-                    exp, cpu, wall, _ = counter.measure(lambda: sample(
+                    exp, cpu, wall, calls = counter.measure(lambda: sample(
                         model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens))
                     s, lp = exp.input_ids, exp.behaviour_logprobs
                 flops = counter.forward_flops(lora=False)["total"]
                 seqs[side] = s
                 runs.setdefault((shape, side), []).append({
-                    "cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9,
+                    "cpu_s": cpu, "wall_s": wall, "gflop": flops / 1e9, "calls": calls,
                     "logprob_error": logprob_error(model, s, lp, tok.pad_token_id)})
             # the same seed draws the same tokens on both sides (both use one uniform number per row and step):
             # the share of rows whose whole response is the same
             same = (seqs["before"][:, -new_tokens:] == seqs["after"][:, -new_tokens:]).all(-1)
             runs.setdefault((shape, "same_tokens"), []).append(float(same.float().mean()))
             probes.append(matmul_rate(1024))
+            streams.append(stream_rate())
             print(f"  {shape} round {rnd}: " + ", ".join(f"{side} {runs[(shape, side)][-1]['cpu_s']:.2f}s"
                                                           for side in ("before", "after")), flush=True)
-    peak = statistics.median(probes)
+    peak, stream = statistics.median(probes), statistics.median(streams)
     rows = []
     for shape in args.shapes:
         med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in ("before", "after")}
         gflop = {side: runs[(shape, side)][0]["gflop"] for side in ("before", "after")}
+        roof = {side: statistics.median(counter.roofline_seconds(peak, stream, lora=False, calls=r["calls"])
+                                        for r in runs[(shape, side)]) for side in ("before", "after")}
         ratios = [b["cpu_s"] / a["cpu_s"] for b, a in zip(runs[(shape, "before")], runs[(shape, "after")])]
         rows.append({"shape": shape, "before_cpu_s": med["before"], "after_cpu_s": med["after"],
                      "speedup": med["before"] / med["after"], "speedup_min": min(ratios), "speedup_max": max(ratios),
                      "executed_before": gflop["before"] / med["before"] / peak,
                      "executed_after": gflop["after"] / med["after"] / peak,
                      "nominal_after": gflop["before"] / med["after"] / peak,
+                     # the fp32 roofline: the least time these calls can take at the probed matmul and weight-stream
+                     # rates, and the share of the matmul rate that bound allows (nominal, as above)
+                     "roofline_after_s": roof["after"], "at_roofline_after": roof["after"] / med["after"],
+                     "ceiling_nominal_after": gflop["before"] / roof["after"] / peak,
                      "max_logprob_error": max(r["logprob_error"] for side in ("before", "after")
                                               for r in runs[(shape, side)]),
                      "same_tokens": min(runs[(shape, "same_tokens")])})
     print(table(rows, list(rows[0])))
-    print(f"matmul rate (fp32, 1 thread, median of {len(probes)} probes): {peak:.1f} GFLOP/s")
-    out = {"rounds": args.rounds, "threads": 1, "matmul_gflops": peak, "probes": probes, "results": rows,
+    print(f"matmul rate (fp32, 1 thread, median of {len(probes)} probes): {peak:.1f} GFLOP/s; "
+          f"weight stream rate {stream:.2f} GB/s")
+    for r in runs.values():
+        for x in r if isinstance(r, list) else []:
+            if isinstance(x, dict):
+                x.pop("calls", None)
+    out = {"rounds": args.rounds, "threads": 1, "matmul_gflops": peak, "probes": probes, "stream_gbps": stream,
+           "stream_probes": streams, "results": rows,
            "runs": {f"{k[0]}-{k[1]}": v for k, v in runs.items()}}
     print(f"wrote {write_result('rollout', out)}")
 

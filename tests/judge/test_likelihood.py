@@ -13,7 +13,7 @@ from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.likelihood import CALIBRATION, DEFAULT_INSTRUCTION, END, Signal, signal_for, with_question
 from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
 from xrlhf.judge.rubric import Dimension
-from xrlhf.judge.scoring import PrefixCache, tail_logprobs
+from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs, tail_logprobs
 from xrlhf.models import build_tiny_model
 
 DIMS = {"helpfulness": {"definition": "Does what was asked."}, "correctness": {"definition": "Right facts."}}
@@ -34,6 +34,32 @@ def test_tail_logprobs_equal_a_plain_forward(with_head):
     got = tail_logprobs(model, seqs, tails, max_rows=2, head=head if with_head else None)
     for s, k, lp in zip(seqs, tails, got):
         assert lp.shape == (k,) and torch.allclose(lp, _plain_tail(model, s, k), atol=1e-5)
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_grouped_tail_logprobs_equal_a_plain_forward_and_run_each_prefix_once(with_head):
+    """Tails scored after a shared prefix get the log-probs of their own unpacked sequence (a tail never sees
+    another), in order, across chunks; each prefix's tokens go through the model once, not once per tail."""
+    model, _ = build_tiny_model()
+    head = PrefixCache([5, 6, 7, 8, 9, 10])
+    groups = [(head.ids + [11, 12, 13, 14, 15, 16], [[20, 21, 22], [23], [24, 25, 26, 27, 28]]),
+              (head.ids + [30], [[31, 32]]),
+              (head.ids + [40, 41, 42, 43, 44, 45, 46, 47], [[50, 51], [52, 53, 54, 55]])]
+    widths = []
+    hook = model.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].numel()),
+                                                 with_kwargs=True)
+    got = grouped_tail_logprobs(model, groups, max_rows=3, head=head if with_head else None)
+    hook.remove()
+    assert [len(g) for g in got] == [3, 1, 2]
+    for (prefix, tails), lps in zip(groups, got):
+        for t, lp in zip(tails, lps):
+            assert lp.shape == (len(t),) and torch.allclose(lp, _plain_tail(model, prefix + t, len(t)), atol=1e-5)
+    root = len(head.ids) if with_head else 0
+    real = sum(len(p) - root + sum(len(t) for t in tails) for p, tails in groups)  # each prefix once
+    unshared = sum(len(p) - root + len(t) for p, tails in groups for t in tails)
+    calls = widths[1:] if with_head else widths  # with a head, the first call computes its cache
+    assert sum(calls) < unshared and len(calls) == 2  # max_rows=3 tails: [1 + 2] and [3] after sorting
+    assert sum(calls) >= real
 
 
 @pytest.mark.parametrize("cap", [None, 3.0])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xrlhf.judge.rubric import Dimension
-from xrlhf.judge.scoring import PrefixCache, tail_logprobs
+from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs
 
 SIGNALS = ("fit", "relevance")
 # Which signal a dimension of the default rubric reads; any other dimension reads "fit" unless its config says.
@@ -119,22 +119,20 @@ class LikelihoodScorer:
         return self._heads[instruction]
 
     def raw(self, items: list[tuple[str, str, str, str]]) -> list[float | None]:
-        """Raw signal per (prompt, response, instruction, kind); None for an empty response (no token to score)."""
+        """Raw signal per (prompt, response, instruction, kind); None for an empty response (no token to score).
+
+        The samples of one prompt share its question: each (instruction, context) is a prefix computed once, with
+        every response scored after it (grouped_tail_logprobs)."""
         texts: dict[tuple[str, str, str], int] = {}  # (instruction, context, response) -> row
-        seqs: list[list[int]] = []
-        tails: list[int] = []
-        heads: list[str] = []
+        groups: dict[tuple[str, str], list[int]] = {}  # (instruction, context) -> its rows
+        tails: list[list[int]] = []
 
         def row(instruction: str, context: str, response: str) -> int:
             key = (instruction, context, response)
             if key not in texts:
-                head = self._head(instruction).ids
-                body = self._ids(context)
-                scored = self._ids(tail(response))
-                texts[key] = len(seqs)
-                seqs.append(head + body + scored)
-                tails.append(len(scored))
-                heads.append(instruction)
+                texts[key] = len(tails)
+                groups.setdefault((instruction, context), []).append(len(tails))
+                tails.append(self._ids(tail(response)))
             return texts[key]
 
         plan = []
@@ -144,12 +142,16 @@ class LikelihoodScorer:
                 continue
             rows = [row(instruction, context, response) for context in contexts(prompt, kind)]
             plan.append((rows[0], rows[1] if len(rows) > 1 else None))
-        logprobs: list[Any] = [None] * len(seqs)
-        for instruction in set(heads):  # one batch of rows per instruction, on that instruction's cache
-            rows = [i for i, h in enumerate(heads) if h == instruction]
-            for i, lp in zip(rows, tail_logprobs(self.model, [seqs[i] for i in rows], [tails[i] for i in rows],
-                                                 self.batch_size, self._heads[instruction])):
-                logprobs[i] = lp
+        logprobs: list[Any] = [None] * len(tails)
+        for instruction in dict.fromkeys(i for i, _ in groups):  # one call per instruction, on its cache
+            keys = [k for k in groups if k[0] == instruction]
+            head = self._head(instruction)
+            scored = grouped_tail_logprobs(
+                self.model, [(head.ids + self._ids(context), [tails[r] for r in groups[(instruction, context)]])
+                             for _, context in keys], self.batch_size, head)
+            for key, lps in zip(keys, scored):
+                for r, lp in zip(groups[key], lps):
+                    logprobs[r] = lp
         out: list[float | None] = []
         for p in plan:
             if p is None:

@@ -304,3 +304,81 @@ def tail_logprobs(model: Any, seqs: list[list[int]], tails: list[int], max_rows:
             rows[i], targets[i] = hidden[row, end - k - 1:end - 1], ids[row, end - k:end]
     flat = target_logprobs(model, torch.cat(rows), torch.cat(targets)).cpu()  # every tail token in one head pass
     return list(flat.split(list(tails)))
+
+
+Group = tuple[list[int], list[list[int]]]  # a prefix (instructions + context) and the tails scored after it
+
+
+@torch.inference_mode()
+def grouped_tail_logprobs(model: Any, groups: list[Group], max_rows: int = 16,
+                          head: PrefixCache | None = None) -> list[list[torch.Tensor]]:
+    """log p of every tail's tokens given its group's prefix, [len(tail)] per tail, each prefix computed once.
+
+    A judge scores the n samples of one prompt after the same instructions and question: tail_logprobs would run
+    that prefix once per sample. Here a group's row holds the prefix's own part (after `head`, whose cache is
+    computed once per judge) and then each of its tails in turn; the mask (as shared_prefix_logprobs builds it) lets
+    a tail see the head, its prefix and itself, never another tail, and its positions continue from the prefix, so
+    every tail gets the log-probs it would get alone. A tail's first token is predicted at the prefix's last slot,
+    which all its tails share. Chunks hold at most max_rows tails. Attention kernels without dense masks get
+    tail_logprobs on the unpacked sequences (exact, without the sharing).
+    """
+    if not groups:
+        return []
+    if getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        flat = tail_logprobs(model, [p + t for p, tails in groups for t in tails],
+                             [len(t) for _, tails in groups for t in tails], max_rows, head)
+        return _regroup(flat, groups)
+    device = model.device
+    fits = head is not None and all(head.fits(p) and len(p) > len(head.ids) for p, _ in groups)
+    root_len = len(head.ids) if fits else 0  # type: ignore[union-attr]
+    order = sorted(range(len(groups)), key=lambda i: len(groups[i][0]) + sum(len(t) for t in groups[i][1]))
+    chunks = _chunks([(groups[i][1], i) for i in order], max_rows)  # rows counted in tails
+    slots: list[torch.Tensor] = []  # per chunk: (row, slot) of the hidden state predicting each tail token
+    hidden_rows: list[torch.Tensor] = []
+    targets: list[int] = []
+    for chunk in chunks:
+        ids: list[list[int]] = []
+        pos: list[list[int]] = []
+        seg: list[list[int]] = []
+        where: list[tuple[int, int]] = []
+        for r, (tails, i) in enumerate(chunk):
+            prefix = groups[i][0]
+            row, sg = list(prefix[root_len:]), [0] * (len(prefix) - root_len)
+            p = list(range(root_len, len(prefix)))
+            for k, tail in enumerate(tails, 1):
+                first = len(row)
+                where += [(r, len(prefix) - root_len - 1)] + [(r, first + j) for j in range(len(tail) - 1)]
+                targets += tail
+                row += tail
+                p += range(len(prefix), len(prefix) + len(tail))
+                sg += [k] * len(tail)
+            ids.append(row)
+            pos.append(p)
+            seg.append(sg)
+        tokens = pad(ids, model.config.pad_token_id or 0, "right")[0]  # [G, Q]
+        positions = pad(pos, 0, "right")[0]
+        segments = pad(seg, -1, "right")[0]  # -1: padding
+        cache = None
+        if root_len:
+            cache = copy.deepcopy(head.get(model))  # type: ignore[union-attr]
+            cache.batch_select_indices(torch.zeros(len(chunk), dtype=torch.long, device=device))  # [1] -> [G]
+        mask = _packed_masks(model, cache, root_len, positions, segments)
+        out = _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
+                              cache=cache, use_cache=cache is not None)
+        at = torch.tensor(where, dtype=torch.long, device=device)  # [N, 2]
+        hidden_rows.append(out.last_hidden_state[at[:, 0], at[:, 1]])
+    flat = target_logprobs(model, torch.cat(hidden_rows), torch.tensor(targets, dtype=torch.long)).cpu()
+    # flat follows the chunks' order; split it per tail and put the groups back in their own order
+    done = flat.split([len(t) for tails, _ in (c for chunk in chunks for c in chunk) for t in tails])
+    out_groups: list[list[torch.Tensor]] = [[] for _ in groups]
+    it = iter(done)
+    for chunk in chunks:
+        for tails, i in chunk:
+            out_groups[i] = [next(it) for _ in tails]
+    return out_groups
+
+
+def _regroup(flat: list[torch.Tensor], groups: list[Group]) -> list[list[torch.Tensor]]:
+    """Per-tail results in the groups' flattened order, back into one list per group."""
+    it = iter(flat)
+    return [[next(it) for _ in tails] for _, tails in groups]
