@@ -5,8 +5,10 @@ sampler, interleaved in one run on gemma-3-270m.
 over a full-vocabulary cumulative sum (fresh [B, V] buffers for the log-softmax, its exponential, the sum and the
 one-hot answer every step), and generate running every prompt once per sample. "after" is sample as it is now
 (the prompt pass once per prompt, its KV cache copied to the samples; the processor works in place and searches
-blocks of the vocabulary). Both sample the same prompts with the same seed at the same lengths (every response
-forced to `new_tokens`), one torch thread, alternating A B / B A per round; time is the thread's CPU time, so other
+blocks of the vocabulary; the LM head of each decode step runs the product measured fastest for its row count,
+xrlhf.generation.tuned_head). "untuned head" is "after" with the model's own head (one linear call), so the head's
+share of the gain is measured in the same run; each row count's kernel is chosen before the timed runs. All sides
+sample the same prompts with the same seed at the same lengths (every response forced to `new_tokens`), one thread, alternating A B / B A per round; time is the thread's CPU time, so other
 processes on the shared cores slow both sides and the matmul probe alike.
 
 Two shares of the matmul rate per side: "executed" is the analytic FLOPs each side ran (bench/limit.py's
@@ -14,7 +16,14 @@ FlopCounter) over its CPU time; "nominal" is the previous path's FLOPs (the work
 prompts without sharing) over the side's time, i.e. how fast the stage does the same job. Both against the fp32
 matmul rate probed in the same run. Log-probs are checked against a forward pass of what each side sampled.
 
-    python bench/rollout.py                      # 3 shapes x 2 rounds: ~8 min on 2 shared cores
+The roofline columns bound what fp32 decoding can reach here: per model call, the larger of its FLOPs over the
+probed matmul rate and its weight bytes over the probed weight-stream rate (limit.py stream_rate: an LM-head-shaped
+product of one row, bound by reading its 671 MB), summed over the calls the "after" side made. A decode step of a
+few rows reads every weight to do 2 FLOPs per weight per row, so at 16 rows it cannot run faster than
+16 / 2 × the stream rate in GFLOP/s whatever the code: "ceiling" is the share of the matmul rate that bound
+allows (nominal), "at roofline" the bound's time over the measured time.
+
+    python bench/rollout.py                      # 3 shapes x 2 rounds x 3 sides: ~12 min on 2 shared cores
 """
 from __future__ import annotations
 
@@ -26,6 +35,9 @@ import torch
 
 from common import table, train_prompts, write_result
 from limit import FlopCounter, matmul_rate, stream_rate
+
+
+SIDES = ("before", "untuned head", "after")  # "untuned head": sample as now but with the model's own LM head
 
 
 class PreviousSampler:
@@ -87,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from xrlhf.generation import sample
+    from xrlhf.generation import head_kernel, sample
     from xrlhf.models import load_causal_lm
 
     model, tok = load_causal_lm("packaged")
@@ -98,18 +110,24 @@ def main() -> None:
     probes = [matmul_rate(1024)]
     streams = [stream_rate()]
     offset = 0
+    head = model.get_output_embeddings().weight
+    for shape in args.shapes:  # the head's kernel is chosen once per row count, outside the measured time
+        n_prompts, n, _ = (int(x) for x in shape.split("x"))
+        print(f"  {shape}: head kernel {head_kernel(n_prompts, head)} at {n_prompts} rows, "
+              f"{head_kernel(n_prompts * n, head)} at {n_prompts * n}", flush=True)
     for shape in args.shapes:
         n_prompts, n, new_tokens = (int(x) for x in shape.split("x"))
         for rnd in range(args.rounds):
             batch = prompts[offset:offset + n_prompts]
             offset += n_prompts
             seqs = {}
-            for side in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
+            for side in SIDES if rnd % 2 == 0 else SIDES[::-1]:
                 if side == "before":
                     (s, lp), cpu, wall, calls = counter.measure(lambda: before(model, tok, batch, n, new_tokens, rnd))
                 else:
                     exp, cpu, wall, calls = counter.measure(lambda: sample(
-                        model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens))
+                        model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens,
+                        tune_head=side == "after"))
                     s, lp = exp.input_ids, exp.behaviour_logprobs
                 flops = counter.forward_flops(lora=False)["total"]
                 seqs[side] = s
@@ -123,17 +141,20 @@ def main() -> None:
             probes.append(matmul_rate(1024))
             streams.append(stream_rate())
             print(f"  {shape} round {rnd}: " + ", ".join(f"{side} {runs[(shape, side)][-1]['cpu_s']:.2f}s"
-                                                          for side in ("before", "after")), flush=True)
+                                                          for side in SIDES), flush=True)
     peak, stream = statistics.median(probes), statistics.median(streams)
     rows = []
     for shape in args.shapes:
-        med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in ("before", "after")}
+        med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in SIDES}
+        head_ratios = [u["cpu_s"] / a["cpu_s"] for u, a in zip(runs[(shape, "untuned head")], runs[(shape, "after")])]
         gflop = {side: runs[(shape, side)][0]["gflop"] for side in ("before", "after")}
         roof = {side: statistics.median(counter.roofline_seconds(peak, stream, lora=False, calls=r["calls"])
-                                        for r in runs[(shape, side)]) for side in ("before", "after")}
+                                        for r in runs[(shape, side)]) for side in SIDES}
         ratios = [b["cpu_s"] / a["cpu_s"] for b, a in zip(runs[(shape, "before")], runs[(shape, "after")])]
         rows.append({"shape": shape, "before_cpu_s": med["before"], "after_cpu_s": med["after"],
                      "speedup": med["before"] / med["after"], "speedup_min": min(ratios), "speedup_max": max(ratios),
+                     "untuned_head_cpu_s": med["untuned head"], "head_speedup": med["untuned head"] / med["after"],
+                     "head_speedup_min": min(head_ratios), "head_speedup_max": max(head_ratios),
                      "executed_before": gflop["before"] / med["before"] / peak,
                      "executed_after": gflop["after"] / med["after"] / peak,
                      "nominal_after": gflop["before"] / med["after"] / peak,
@@ -141,7 +162,7 @@ def main() -> None:
                      # rates, and the share of the matmul rate that bound allows (nominal, as above)
                      "roofline_after_s": roof["after"], "at_roofline_after": roof["after"] / med["after"],
                      "ceiling_nominal_after": gflop["before"] / roof["after"] / peak,
-                     "max_logprob_error": max(r["logprob_error"] for side in ("before", "after")
+                     "max_logprob_error": max(r["logprob_error"] for side in SIDES
                                               for r in runs[(shape, side)]),
                      "same_tokens": min(runs[(shape, "same_tokens")])})
     print(table(rows, list(rows[0])))

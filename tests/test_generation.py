@@ -3,6 +3,7 @@ distribution and its truncations."""
 import pytest
 import torch
 
+from xrlhf import generation
 from xrlhf.experience import gather_logprobs
 from xrlhf.generation import draw, draw_from, sample
 from xrlhf.models import build_tiny_model
@@ -102,3 +103,40 @@ def test_inverse_cdf_over_a_large_vocabulary_follows_the_distribution_and_skips_
     assert torch.allclose(freq[0, [5, 70000, V - 1]], torch.tensor([0.2, 0.3, 0.5]), atol=0.07)
     assert abs(freq[1, 0] - 0.6) < 0.07 and freq[3, V - 2] == 1.0
     assert (counts[2] > 0).sum() > 490  # the uniform row spreads over the whole vocabulary
+
+
+@pytest.mark.parametrize("kernel", sorted(generation.HEAD_KERNELS))
+def test_every_head_kernel_samples_what_the_plain_head_samples(monkeypatch, kernel):
+    """Whichever LM-head product tuned_head picks, sampling draws the same tokens with the same log-probs as the
+    model's own head (the products agree to float rounding), the choice draws nothing from the RNG, and the head's
+    own forward is back afterwards."""
+    model, tok = build_tiny_model()
+    head = model.get_output_embeddings()
+    monkeypatch.setattr(generation, "_head_choice", {})
+    monkeypatch.setattr(generation, "head_kernel", lambda rows, w: kernel)
+    x = torch.randn(3, head.weight.shape[1])
+    with torch.no_grad():  # the kernels run only where no gradient is taken (sampling)
+        assert torch.allclose(generation.HEAD_KERNELS[kernel](x, head.weight), head(x), atol=1e-6)
+    prompts = ["Name a colour.", "Count to three:"]
+    plain = sample(model, tok, prompts, 3, 6, seed=4, tune_head=False)
+    rows = []
+    chosen = generation.HEAD_KERNELS[kernel]
+    monkeypatch.setitem(generation.HEAD_KERNELS, kernel, lambda x, w: rows.append(x.shape[0]) or chosen(x, w))
+    tuned = sample(model, tok, prompts, 3, 6, seed=4)
+    assert rows[0] == 2 and rows[1:] == [6] * 6  # the shared prompt pass (a row per prompt), then each decode step
+    assert torch.equal(plain.input_ids, tuned.input_ids)
+    assert torch.allclose(plain.behaviour_logprobs, tuned.behaviour_logprobs, atol=1e-5)
+    assert "forward" not in head.__dict__
+
+
+def test_head_kernel_is_measured_once_per_row_count_and_leaves_the_rng_alone(monkeypatch):
+    monkeypatch.setattr(generation, "_head_choice", {})
+    w = torch.randn(3000, 16)
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    first = generation.head_kernel(4, w)
+    assert torch.equal(torch.rand(1), expected)  # no draw from the global RNG
+    assert first in generation.HEAD_KERNELS and list(generation._head_choice) == [(4, 3000, 16, torch.float32)]
+    monkeypatch.setattr(generation, "HEAD_KERNELS", {})  # a second call must not measure again
+    assert generation.head_kernel(4, w) == first

@@ -1,7 +1,9 @@
 """Sampling with transformers `generate`, keeping the behaviour log-probabilities it already computed."""
 from __future__ import annotations
 
-from typing import Any
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -109,6 +111,77 @@ class _Sampler:
         return w.fill_(float("-inf")).scatter_(-1, token, 0.0)
 
 
+def _head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.linear(x, w)
+
+
+def _head_vocab_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """[N, H] x [V, H]^T one block of vocabulary rows at a time, into one [N, V] output."""
+    out = x.new_empty(x.shape[0], w.shape[0])
+    for v0 in range(0, w.shape[0], block):
+        out[:, v0:v0 + block] = torch.nn.functional.linear(x, w[v0:v0 + block])
+    return out
+
+
+def _head_transposed_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """The same product as W x^T ([V, N], one block of vocabulary rows at a time), transposed back."""
+    out_t = x.new_empty(w.shape[0], x.shape[0])
+    xt = x.t()
+    for v0 in range(0, w.shape[0], block):
+        torch.mm(w[v0:v0 + block], xt, out=out_t[v0:v0 + block])
+    return out_t.t().contiguous()
+
+
+HEAD_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "linear": _head_linear, "vocab_blocks": _head_vocab_blocks, "transposed_blocks": _head_transposed_blocks}
+HEAD_TUNED_ROWS = 64  # above this many rows the head's product is bound by arithmetic, and linear is the one
+_head_choice: dict[tuple, str] = {}  # (rows, vocab, hidden, dtype) -> the fastest kernel measured on this machine
+
+
+def head_kernel(rows: int, w: torch.Tensor) -> str:
+    """The fastest of HEAD_KERNELS for `rows` rows against weight w, measured once per shape (best of two runs
+    each, wall time) and remembered. A decode step multiplies a few rows by the whole LM head (gemma: 262k x 640,
+    671 MB fp32): bound by reading the weight, yet torch's one linear call streams it at about a third of the rate a
+    single row gets here, and which order streams it fastest depends on the row count and the CPU's BLAS. All
+    three compute the same dot products (over the hidden size), so they agree to float rounding."""
+    key = (rows, *w.shape, w.dtype)
+    if key not in _head_choice:
+        x = w[:rows].clone()  # any rows do (the kernels' time does not depend on values); no draw from the RNG
+        best: tuple[float, str] = (float("inf"), "linear")
+        for name, kernel in HEAD_KERNELS.items():
+            kernel(x, w)
+            for _ in range(2):
+                t0 = time.perf_counter()
+                kernel(x, w)
+                best = min(best, (time.perf_counter() - t0, name))
+        _head_choice[key] = best[1]
+    return _head_choice[key]
+
+
+@contextmanager
+def tuned_head(model: Any) -> Iterator[None]:
+    """While sampling on CPU, the LM head of calls with at most HEAD_TUNED_ROWS rows runs the kernel head_kernel
+    measured fastest for that row count (the decode steps and the shared prompt pass); anything else, GPU
+    included, is untouched."""
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.device.type != "cpu":
+        yield
+        return
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden.reshape(-1, hidden.shape[-1])
+        if x.shape[0] > HEAD_TUNED_ROWS or torch.is_grad_enabled():
+            return torch.nn.functional.linear(hidden, head.weight)
+        kernel = HEAD_KERNELS[head_kernel(x.shape[0], head.weight)]
+        return kernel(x.contiguous(), head.weight).view(*hidden.shape[:-1], head.weight.shape[0])
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward  # the class's own forward again
+
+
 def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
                    max_prompt_tokens: int) -> tuple[Any, list[int]]:
     """Each prompt samples_per_prompt times as the policy sees it (format_prompt), tokenized to padded tensors of
@@ -125,13 +198,14 @@ def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
            policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1,
-           share_prompts: bool = True) -> Experience:
+           share_prompts: bool = True, tune_head: bool = True) -> Experience:
     """Sample n responses per prompt with their behaviour log-probs, taken from the logits generate computed.
 
     They are exact log pi(a|s) at `temperature` when top_p == 1 and top_k == 0; with truncation the
     sampling distribution differs from pi and the recorded numbers are pi's, which is what PPO's ratio uses.
     With share_prompts, each prompt is encoded once and its KV cache copied to its n samples
-    (shared_prompt_cache); False runs the prompt n times, as generate alone does.
+    (shared_prompt_cache); False runs the prompt n times, as generate alone does. With tune_head, the LM head of
+    the decode steps runs the product measured fastest for the batch's row count on CPU (tuned_head).
     """
     from transformers import LogitsProcessorList
 
@@ -143,11 +217,12 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
         torch.manual_seed(seed)
     stop = eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
-    cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
-    out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop,
-                         pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
-                         output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
-                         logits_processor=LogitsProcessorList([] if greedy else [sampler]))
+    with tuned_head(model) if tune_head else nullcontext():
+        cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
+        out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
+                             output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
+                             logits_processor=LogitsProcessorList([] if greedy else [sampler]))
     P = enc["input_ids"].shape[1]
     response = out.sequences[:, P:]  # [B, R]
     R = response.shape[1]
