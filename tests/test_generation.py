@@ -131,7 +131,7 @@ def test_every_head_kernel_samples_what_the_plain_head_samples(monkeypatch, kern
 
 def test_head_kernel_is_measured_once_per_row_count_and_leaves_the_rng_alone(monkeypatch):
     monkeypatch.setattr(generation, "_head_choice", {})
-    w = torch.randn(3000, 16)
+    w = torch.randn(3000, 16, requires_grad=True)  # as a model's weights are
     torch.manual_seed(0)
     expected = torch.rand(1)
     torch.manual_seed(0)

@@ -146,6 +146,7 @@ def head_kernel(rows: int, w: torch.Tensor) -> str:
     three compute the same dot products (over the hidden size), so they agree to float rounding."""
     key = (rows, *w.shape, w.dtype)
     if key not in _head_choice:
+        w = w.detach()
         x = w[:rows].clone()  # any rows do (the kernels' time does not depend on values); no draw from the RNG
         best: tuple[float, str] = (float("inf"), "linear")
         for name, kernel in HEAD_KERNELS.items():
