@@ -132,23 +132,8 @@ def _head_transposed_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 4096)
     return out_t.t().contiguous()
 
 
-def _head_transposed_row_groups(x: torch.Tensor, w: torch.Tensor, block: int = 4096, group: int = 4) -> torch.Tensor:
-    """As _head_transposed_blocks, `group` rows at a time within each block of vocabulary rows: the block (10 MB for
-    gemma) is read from memory once and from cache for the other row groups."""
-    n = x.shape[0]
-    groups = -(-n // group)
-    xs = torch.nn.functional.pad(x, (0, 0, 0, groups * group - n)).view(groups, group, -1).transpose(1, 2)  # [G, H, g]
-    out = x.new_empty(groups, w.shape[0], group)
-    for v0 in range(0, w.shape[0], block):
-        wb = w[v0:v0 + block]
-        for g in range(groups):
-            torch.mm(wb, xs[g], out=out[g, v0:v0 + block])
-    return out.transpose(1, 2).reshape(groups * group, -1)[:n]
-
-
 HEAD_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "linear": _head_linear, "vocab_blocks": _head_vocab_blocks, "transposed_blocks": _head_transposed_blocks,
-    "transposed_row_groups": _head_transposed_row_groups}
+    "linear": _head_linear, "vocab_blocks": _head_vocab_blocks, "transposed_blocks": _head_transposed_blocks}
 HEAD_TUNED_ROWS = 64  # above this many rows the head's product is bound by arithmetic, and linear is the one
 _head_choice: dict[tuple, str] = {}  # (rows, vocab, hidden, dtype) -> the fastest kernel measured on this machine
 
