@@ -196,11 +196,14 @@ def test_shared_prompt_pass_gives_the_same_logprobs_entropy_hidden_and_gradients
     first, owner = shared_prompt_rows(exp.input_ids, exp.attention_mask, P)
     assert sorted(first.tolist()) == [0, 3, 6] and owner.tolist().count(owner[0].item()) == 3  # 2 prompts x 3, 1 solo
     weights = torch.randn(exp.response_mask.shape)
-    widths = []
+    widths, head_rows = [], []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: widths.append(tuple(i[0].shape)))
+    head_hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[:-1]))
     response_logprobs(model, exp.input_ids, exp.attention_mask, exp.response_len)
     hook.remove()
+    head_hook.remove()
     assert widths == [(3, P - 1), (7, exp.response_len)]  # the prompts once, then one position per response token
+    assert [tuple(r) for r in head_rows] == [(3, 0), (7, exp.response_len)]  # the prompt pass asks for no logits
     model.train()
     results = {}
     for shared in (True, False):

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from xrlhf.data import format_prompt
-from xrlhf.experience import Experience, cache_arg, returned_cache
+from xrlhf.experience import NO_LOGITS, Experience, cache_arg, returned_cache
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -162,7 +162,7 @@ def head_kernel(rows: int, w: torch.Tensor) -> str:
 @contextmanager
 def tuned_head(model: Any) -> Iterator[None]:
     """While sampling on CPU, the LM head of calls with at most HEAD_TUNED_ROWS rows runs the kernel head_kernel
-    measured fastest for that row count (the decode steps and the shared prompt pass); anything else, GPU
+    measured fastest for that row count (the decode steps); anything else, GPU
     included, is untouched."""
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.device.type != "cpu":
@@ -171,7 +171,7 @@ def tuned_head(model: Any) -> Iterator[None]:
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:
         x = hidden.reshape(-1, hidden.shape[-1])
-        if x.shape[0] > HEAD_TUNED_ROWS or torch.is_grad_enabled():
+        if not 0 < x.shape[0] <= HEAD_TUNED_ROWS or torch.is_grad_enabled():
             return torch.nn.functional.linear(hidden, head.weight)
         kernel = HEAD_KERNELS[head_kernel(x.shape[0], head.weight)]
         return kernel(x.contiguous(), head.weight).view(*hidden.shape[:-1], head.weight.shape[0])
@@ -257,7 +257,7 @@ def shared_prompt_cache(model: Any, enc: Any, n: int) -> Any:
     ids, mask = ids[::n, :-1], mask[::n, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = returned_cache(model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                 logits_to_keep=1))
+                                 logits_to_keep=NO_LOGITS))
     cache.batch_repeat_interleave(n)
     return cache
 
