@@ -184,18 +184,26 @@ def _packed_on_root(model: Any, root: Any, root_len: int, parts: list[Part],
         ids.append(row)
         pos.append(p)
         seg.append(sg)
+    states = _packed_forward(model, root, root_len, ids, pos, seg)
+    rows = torch.tensor([r for r, (g, _) in enumerate(parts) for _ in g], dtype=torch.long)
+    hidden = states[rows.to(device), torch.tensor(last, device=device)]  # [R, H]
+    return list(head_logprobs(model, hidden, token_ids).split([len(g) for g, _ in parts]))
+
+
+def _packed_forward(model: Any, root: Any, root_len: int, ids: list[list[int]], pos: list[list[int]],
+                    seg: list[list[int]]) -> torch.Tensor:
+    """Last hidden states [G, Q, H] of packed rows (token ids, positions, segments: 0 a row's shared part, k its
+    k-th ending) on a copy of the root cache (batch 1, or None), which is never extended in place."""
+    device = model.device
     tokens = pad(ids, model.config.pad_token_id or 0, "right")[0]  # [G, Q]
     positions = pad(pos, 0, "right")[0]
     segments = pad(seg, -1, "right")[0]  # -1: padding
     cache = copy.deepcopy(root)
     if cache is not None:
-        cache.batch_select_indices(torch.zeros(len(parts), dtype=torch.long, device=device))  # [1] -> [G]
+        cache.batch_select_indices(torch.zeros(len(ids), dtype=torch.long, device=device))  # [1] -> [G]
     mask = _packed_masks(model, cache, root_len, positions, segments)
-    out = _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
-                          cache=cache, use_cache=cache is not None)
-    rows = torch.tensor([r for r, (g, _) in enumerate(parts) for _ in g], dtype=torch.long)
-    hidden = out.last_hidden_state[rows.to(device), torch.tensor(last, device=device)]  # [R, H]
-    return list(head_logprobs(model, hidden, token_ids).split([len(g) for g, _ in parts]))
+    return _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
+                           cache=cache, use_cache=cache is not None).last_hidden_state
 
 
 def _packed_masks(model: Any, cache: Any, root_len: int, positions: torch.Tensor, segments: torch.Tensor) -> Any:
@@ -355,18 +363,10 @@ def grouped_tail_logprobs(model: Any, groups: list[Group], max_rows: int = 16,
             ids.append(row)
             pos.append(p)
             seg.append(sg)
-        tokens = pad(ids, model.config.pad_token_id or 0, "right")[0]  # [G, Q]
-        positions = pad(pos, 0, "right")[0]
-        segments = pad(seg, -1, "right")[0]  # -1: padding
-        cache = None
-        if root_len:
-            cache = copy.deepcopy(head.get(model))  # type: ignore[union-attr]
-            cache.batch_select_indices(torch.zeros(len(chunk), dtype=torch.long, device=device))  # [1] -> [G]
-        mask = _packed_masks(model, cache, root_len, positions, segments)
-        out = _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
-                              cache=cache, use_cache=cache is not None)
+        root = head.get(model) if root_len else None  # type: ignore[union-attr]
+        states = _packed_forward(model, root, root_len, ids, pos, seg)
         at = torch.tensor(where, dtype=torch.long, device=device)  # [N, 2]
-        hidden_rows.append(out.last_hidden_state[at[:, 0], at[:, 1]])
+        hidden_rows.append(states[at[:, 0], at[:, 1]])
     flat = target_logprobs(model, torch.cat(hidden_rows), torch.tensor(targets, dtype=torch.long)).cpu()
     # flat follows the chunks' order; split it per tail and put the groups back in their own order
     done = flat.split([len(t) for tails, _ in (c for chunk in chunks for c in chunk) for t in tails])
