@@ -161,9 +161,8 @@ def head_kernel(rows: int, w: torch.Tensor) -> str:
 
 @contextmanager
 def tuned_head(model: Any) -> Iterator[None]:
-    """While sampling on CPU, the LM head of calls with at most HEAD_TUNED_ROWS rows runs the kernel head_kernel
-    measured fastest for that row count (the decode steps); anything else, GPU
-    included, is untouched."""
+    """While sampling on CPU, the LM head of calls with 1 to HEAD_TUNED_ROWS rows (the decode steps) runs the kernel
+    head_kernel measured fastest for that row count; anything else, GPU included, is untouched."""
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.device.type != "cpu":
         yield
