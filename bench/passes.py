@@ -271,7 +271,7 @@ def head(rounds: int) -> dict[str, Any]:
     """response_logprobs with logits_to_keep as the int R + 1 (transformers slices a strided view; the LM head runs
     as a broadcast bmm) against the position tensor xrlhf passes now (an indexed, contiguous copy; one mm).
     Reference pass (no grad) and learner pass (forward + backward), interleaved, CPU seconds."""
-    from xrlhf.experience import gather_logprobs, response_logprobs
+    from xrlhf.experience import gather_logprobs
 
     model, ids, att, pos, R = _gemma_and_batch()
     _touch(model)
@@ -284,38 +284,35 @@ def head(rounds: int) -> dict[str, Any]:
                 lp.sum().backward()
         return lp.detach()
 
-    def after(grad: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
-            lp = response_logprobs(model, ids, att, R, share_prompts=False).logprobs
-            if grad:
-                lp.sum().backward()
-        return lp.detach()
-
-    times, med, diff = _interleaved(model, {"before": before, "after": after}, rounds, alternate=False)
+    times, med, diff = _interleaved(model, {"before": before, "after": _pass(model, ids, att, R, share=False)}, rounds,
+                                    alternate=False)
     print("  head: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
     return {"shape": SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
             "median_cpu_s": med, "max_abs_diff": diff,
             "speedup": {p: med[f"{p} before"] / med[f"{p} after"] for p in ("reference", "learner")}}
 
 
+def _pass(model: Any, ids: torch.Tensor, att: torch.Tensor, R: int, share: bool) -> Any:
+    """xrlhf's response_logprobs as a timed pass: no grad (the reference) or forward + backward (the learner)."""
+    from xrlhf.experience import response_logprobs
+
+    def fn(grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            lp = response_logprobs(model, ids, att, R, share_prompts=share).logprobs
+            if grad:
+                lp.sum().backward()
+        return lp.detach()
+    return fn
+
+
 def prompts(rounds: int) -> dict[str, Any]:
     """response_logprobs with a prompt's samples sharing its pass (after) against one pass per row (before), at the
     study's batch. Reference pass (no grad) and learner pass (forward + backward), interleaved, CPU seconds."""
-    from xrlhf.experience import response_logprobs
-
     model, ids, att, _, R = _gemma_and_batch(STUDY_SHAPE)
     _touch(model)
 
-    def run(share: bool) -> Any:
-        def fn(grad: bool) -> torch.Tensor:
-            with torch.set_grad_enabled(grad):
-                lp = response_logprobs(model, ids, att, R, share_prompts=share).logprobs
-                if grad:
-                    lp.sum().backward()
-            return lp.detach()
-        return fn
-
-    times, med, diff = _interleaved(model, {"before": run(False), "after": run(True)}, rounds, alternate=True)
+    times, med, diff = _interleaved(model, {"before": _pass(model, ids, att, R, share=False),
+                                            "after": _pass(model, ids, att, R, share=True)}, rounds, alternate=True)
     print("  prompts: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
     return {"shape": STUDY_SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
             "median_cpu_s": med, "max_abs_diff": diff,
