@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from xrlhf.experience import cache_arg, returned_cache
+
 Part = tuple[list[list[int]], int]  # a group of sequences and the length of the prefix they all share
 
 
@@ -203,7 +205,7 @@ def _packed_forward(model: Any, root: Any, root_len: int, ids: list[list[int]], 
         cache.batch_select_indices(torch.zeros(len(ids), dtype=torch.long, device=device))  # [1] -> [G]
     mask = _packed_masks(model, cache, root_len, positions, segments)
     return _decoder(model)(input_ids=tokens.to(device), attention_mask=mask, position_ids=positions.to(device),
-                           cache=cache, use_cache=cache is not None).last_hidden_state
+                           use_cache=cache is not None, **{cache_arg(): cache}).last_hidden_state
 
 
 def _packed_masks(model: Any, cache: Any, root_len: int, positions: torch.Tensor, segments: torch.Tensor) -> Any:
@@ -250,7 +252,7 @@ def _extend(model: Any, cache: Any, ids: list[int], start: int) -> Any:
         return cache
     t = torch.tensor([ids], dtype=torch.long, device=model.device)  # [1, L]
     positions = torch.arange(start, start + t.shape[1], device=model.device)[None, :]
-    return _decoder(model)(input_ids=t, position_ids=positions, cache=cache, use_cache=True).cache
+    return returned_cache(_decoder(model)(input_ids=t, position_ids=positions, use_cache=True, **{cache_arg(): cache}))
 
 
 def _chunks(parts: list[Part], max_rows: int) -> list[list[Part]]:
@@ -305,8 +307,8 @@ def tail_logprobs(model: Any, seqs: list[list[int]], tails: list[int], max_rows:
             cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=device))  # [1] -> [N]
         full_mask = torch.cat([torch.ones(n, start, dtype=torch.long), mask], dim=1)
         hidden = _decoder(model)(input_ids=ids.to(device), attention_mask=full_mask.to(device),
-                                 position_ids=positions.to(device), cache=cache,
-                                 use_cache=cache is not None).last_hidden_state  # [N, T, H]
+                                 position_ids=positions.to(device), use_cache=cache is not None,
+                                 **{cache_arg(): cache}).last_hidden_state  # [N, T, H]
         for row, i in enumerate(chunk):
             end, k = len(rests[row]), tails[i]
             rows[i], targets[i] = hidden[row, end - k - 1:end - 1], ids[row, end - k:end]
