@@ -14,6 +14,15 @@ if [[ -f $STAMP && "$(cat "$STAMP")" == "$PINS" ]]; then
     exit 0
 fi
 
+# The built environment takes ~3.5 GB beside the repository and pip unpacks wheels into the temp folder as it goes:
+# say so before the build rather than fail deep inside pip with "No space left on device".
+NEED_GB=5
+free_gb=$(df -Pk . | awk 'NR == 2 { print int($4 / 1048576) }')
+if (( free_gb < NEED_GB )); then
+    echo "building $VENV needs about $NEED_GB GB free in $(pwd); that file system has $free_gb GB free" >&2
+    exit 1
+fi
+
 start=$SECONDS
 step() { echo "[$((SECONDS - start)) s] $*"; }
 vpip() { "$VENV/bin/python" -m pip install -q "$@"; }

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xrlhf.config import LoraConfig, ModelConfig
-from xrlhf.models import (ModelError, build_tiny_model, load_causal_lm, load_policy, load_trainable_state,
+from xrlhf.models import (CONVERTED_BYTES, ModelError, build_tiny_model, load_causal_lm, load_policy, load_trainable_state,
                           packaged_model_dir, reference_mode, trainable_state)
 
 
@@ -123,6 +123,23 @@ def test_cold_cache_concurrent_loads_convert_once(tmp_path):
     assert sum("waiting for another process" in out for out in outs) >= 1  # a real wait, not a race won by luck
     assert not list(cache.glob(".gemma-convert-*"))
     assert (cache / "gemma-3-270m" / ".complete").is_file()
+    # the room the conversion asks for before it starts is what it really writes
+    written = sum(f.stat().st_size for f in (cache / "gemma-3-270m").iterdir())
+    assert abs(written - CONVERTED_BYTES) < 0.02 * CONVERTED_BYTES, written
+
+
+def test_conversion_on_a_full_disk_is_a_clear_error_before_it_starts(tmp_path):
+    """A cache on a file system too small for the converted model (a real 64 MiB tmpfs): a ModelError naming the
+    folder, what it needs and what is free, before any GGUF is read or written, and nothing left behind."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(ModelError, match=r"needs about 1\.3 GiB free .* has 6\d MiB free.*XRLHF_CACHE"):
+            packaged_model_dir(str(small / "cache"))
+        assert [p.name for p in (small / "cache").iterdir()] == ["gemma-3-270m.lock"]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 @pytest.mark.slow

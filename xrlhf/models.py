@@ -31,6 +31,7 @@ def cache_root(cache_dir: str | None = None) -> Path:
 PACKAGED_DIR = "gemma-3-270m"
 _TEMP_PREFIX = ".gemma-convert-"
 LOCK_WAIT_S = 1800.0  # how long a process waits for another one's conversion before giving up
+CONVERTED_BYTES = 1_105_796_836  # the converted folder (fp32 safetensors and tokenizer), measured
 
 
 def _complete(target: Path) -> bool:
@@ -82,7 +83,21 @@ def _remove_stale_conversions(parent: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _check_room(pkg: Any, parent: Path) -> None:
+    """A clear error before converting when the cache's file system cannot hold the GGUF and the converted folder
+    together (both exist until the rename), instead of an ENOSPC from deep inside safetensors minutes later."""
+    gguf = sum(p.stat().st_size for p in pkg.chunk_paths())
+    need = gguf + CONVERTED_BYTES
+    free = shutil.disk_usage(parent).free
+    if free < need:
+        raise ModelError(f"converting the packaged gemma-3-270m into {parent} needs about {need / 2**30:.1f} GiB free "
+                         f"there (the GGUF, {gguf / 2**20:.0f} MiB, and the converted safetensors, "
+                         f"{CONVERTED_BYTES / 2**30:.1f} GiB); that file system has {free / 2**20:.0f} MiB free. "
+                         "Free some space or set XRLHF_CACHE to a folder on a disk with room.")
+
+
 def _convert_packaged(pkg: Any, target: Path) -> None:
+    _check_room(pkg, target.parent)
     # Build in a sibling temp folder and rename: a killed conversion never leaves a half cache.
     work = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
     try:
