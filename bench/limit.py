@@ -47,17 +47,23 @@ def matmul_rate(n: int = 1024, m: int | None = None, k: int | None = None, reps:
     return 2 * n * m * k / best / 1e9
 
 
-def stream_rate(rows: int = 1, vocab: int = 262144, hidden: int = 640, reps: int = 5) -> float:
-    """GB/s at which an fp32 matmul streams its weights: torch's linear of [rows, hidden] by a [vocab, hidden]
-    weight (the LM head's shape and layout), best of `reps`, by thread CPU time. At a row or a few the product is
-    bound by reading the weight, so this is the rate a small-batch decode step can read the model at."""
-    x, w = torch.randn(rows, hidden), torch.randn(vocab, hidden)
-    torch.nn.functional.linear(x, w)
+def stream_rate(rows: tuple[int, ...] = (1, 4), vocab: int = 262144, hidden: int = 640, reps: int = 5) -> float:
+    """GB/s at which an fp32 matmul streams its weights: [r, hidden] by a [vocab, hidden] weight (the LM head's
+    shape and layout) for each r in `rows`, the fastest of xrlhf.generation's LINEAR_KERNELS (torch's linear,
+    vocabulary blocks, the oneDNN-packed weight), best of `reps` each, by thread CPU time. At a row or a few the
+    product is bound by reading the weight, so the fastest is the rate a decode step can read the model at."""
+    from xrlhf.generation import LINEAR_KERNELS
+
+    w = torch.randn(vocab, hidden)
     best = float("inf")
-    for _ in range(reps):
-        c0 = time.thread_time()
-        torch.nn.functional.linear(x, w)
-        best = min(best, time.thread_time() - c0)
+    for r in rows:
+        x = torch.randn(r, hidden)
+        for kernel in LINEAR_KERNELS.values():
+            kernel(x, w)
+            for _ in range(reps):
+                c0 = time.thread_time()
+                kernel(x, w)
+                best = min(best, time.thread_time() - c0)
     return w.numel() * w.element_size() / best / 1e9
 
 

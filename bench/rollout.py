@@ -5,9 +5,11 @@ sampler, interleaved in one run on gemma-3-270m.
 over a full-vocabulary cumulative sum (fresh [B, V] buffers for the log-softmax, its exponential, the sum and the
 one-hot answer every step), and generate running every prompt once per sample. "after" is sample as it is now
 (the prompt pass once per prompt, its KV cache copied to the samples; the processor works in place and searches
-blocks of the vocabulary; the LM head of each decode step runs the product measured fastest for its row count,
-xrlhf.generation.tuned_head). "untuned head" is "after" with the model's own head (one linear call), so the head's
-share of the gain is measured in the same run; each row count's kernel is chosen before the timed runs. All sides
+blocks of the vocabulary; every linear layer of each decode step runs the product measured fastest for its shape
+and row count, xrlhf.generation.tuned_linears, the oneDNN-packed weights among them). "previous" is sample as it
+was at commit 784f4ca: only the LM head tuned, among the unpacked products (PreviousHead below), so this session's
+share of the gain is measured in the same run. Every kernel is chosen, and every weight packed, before the timed
+runs. All sides
 sample the same prompts with the same seed at the same lengths (every response forced to `new_tokens`), one thread, alternating A B / B A per round; time is the thread's CPU time, so other
 processes on the shared cores slow both sides and the matmul probe alike.
 
@@ -29,7 +31,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Any
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator
 
 import torch
 
@@ -37,7 +40,40 @@ from common import table, train_prompts, write_result
 from limit import FlopCounter, matmul_rate, stream_rate
 
 
-SIDES = ("before", "untuned head", "after")  # "untuned head": sample as now but with the model's own LM head
+SIDES = ("before", "previous", "after")  # "previous": only the LM head tuned, without the packed product
+
+
+@contextmanager
+def previous_head(model: Any) -> Iterator[None]:
+    """The head tuning of commit 784f4ca: the LM head alone, the fastest of linear and the two blocked orders (each
+    row count measured once, before the timed runs, by the same linear_kernel with the packed product left out)."""
+    from xrlhf import generation
+
+    head = model.get_output_embeddings()
+    unpacked = {k: v for k, v in generation.LINEAR_KERNELS.items() if k != "onednn_packed"}
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden.reshape(-1, hidden.shape[-1])
+        if not 0 < x.shape[0] <= generation.TUNED_ROWS:
+            return torch.nn.functional.linear(hidden, head.weight)
+        name = PREVIOUS_CHOICE.get(x.shape[0])
+        if name is None:
+            kernels, generation.LINEAR_KERNELS = generation.LINEAR_KERNELS, unpacked
+            choice, generation._kernel_choice = generation._kernel_choice, {}
+            try:
+                name = PREVIOUS_CHOICE[x.shape[0]] = generation.linear_kernel(x.shape[0], head.weight)
+            finally:
+                generation.LINEAR_KERNELS, generation._kernel_choice = kernels, choice
+        return unpacked[name](x.contiguous(), head.weight).view(*hidden.shape[:-1], head.weight.shape[0])
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
+
+
+PREVIOUS_CHOICE: dict[int, str] = {}
 
 
 class PreviousSampler:
@@ -99,22 +135,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from xrlhf.generation import head_kernel, sample
+    from xrlhf.generation import sample
     from xrlhf.models import load_causal_lm
 
     model, tok = load_causal_lm("packaged")
     counter = FlopCounter(model)
     prompts = train_prompts()
-    sample(model, tok, prompts[:1], 2, 2, seed=0)  # kernels and first-touch of the weights
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for shape in args.shapes:  # kernels chosen and weights packed once per row count, outside the measured time
+        n_prompts, n, _ = (int(x) for x in shape.split("x"))
+        for rows in (n_prompts, n_prompts * n):
+            sample(model, tok, prompts[:rows], 1, 2, seed=0)
+            with previous_head(model):
+                sample(model, tok, prompts[:rows], 1, 2, seed=0, tune_linears=False)
+    print(f"  previous head kernels {PREVIOUS_CHOICE}", flush=True)
     probes = [matmul_rate(1024)]
     streams = [stream_rate()]
     offset = 0
-    head = model.get_output_embeddings().weight
-    for shape in args.shapes:  # the head's kernel is chosen once per row count, outside the measured time
-        n_prompts, n, _ = (int(x) for x in shape.split("x"))
-        print(f"  {shape}: head kernel {head_kernel(n_prompts, head)} at {n_prompts} rows, "
-              f"{head_kernel(n_prompts * n, head)} at {n_prompts * n}", flush=True)
     for shape in args.shapes:
         n_prompts, n, new_tokens = (int(x) for x in shape.split("x"))
         for rnd in range(args.rounds):
@@ -125,9 +162,10 @@ def main() -> None:
                 if side == "before":
                     (s, lp), cpu, wall, calls = counter.measure(lambda: before(model, tok, batch, n, new_tokens, rnd))
                 else:
-                    exp, cpu, wall, calls = counter.measure(lambda: sample(
-                        model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens,
-                        tune_head=side == "after"))
+                    with previous_head(model) if side == "previous" else nullcontext():
+                        exp, cpu, wall, calls = counter.measure(lambda: sample(
+                            model, tok, batch, n, new_tokens, seed=rnd, min_new_tokens=new_tokens,
+                            tune_linears=side == "after"))
                     s, lp = exp.input_ids, exp.behaviour_logprobs
                 flops = counter.forward_flops(lora=False)["total"]
                 seqs[side] = s
@@ -146,17 +184,19 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in SIDES}
-        head_ratios = [u["cpu_s"] / a["cpu_s"] for u, a in zip(runs[(shape, "untuned head")], runs[(shape, "after")])]
+        prev_ratios = [u["cpu_s"] / a["cpu_s"] for u, a in zip(runs[(shape, "previous")], runs[(shape, "after")])]
         gflop = {side: runs[(shape, side)][0]["gflop"] for side in ("before", "after")}
         roof = {side: statistics.median(counter.roofline_seconds(peak, stream, lora=False, calls=r["calls"])
                                         for r in runs[(shape, side)]) for side in SIDES}
         ratios = [b["cpu_s"] / a["cpu_s"] for b, a in zip(runs[(shape, "before")], runs[(shape, "after")])]
         rows.append({"shape": shape, "before_cpu_s": med["before"], "after_cpu_s": med["after"],
                      "speedup": med["before"] / med["after"], "speedup_min": min(ratios), "speedup_max": max(ratios),
-                     "untuned_head_cpu_s": med["untuned head"], "head_speedup": med["untuned head"] / med["after"],
-                     "head_speedup_min": min(head_ratios), "head_speedup_max": max(head_ratios),
+                     "previous_cpu_s": med["previous"], "vs_previous": med["previous"] / med["after"],
+                     "vs_previous_min": min(prev_ratios), "vs_previous_max": max(prev_ratios),
                      "executed_before": gflop["before"] / med["before"] / peak,
+                     "executed_previous": gflop["after"] / med["previous"] / peak,
                      "executed_after": gflop["after"] / med["after"] / peak,
+                     "nominal_previous": gflop["before"] / med["previous"] / peak,
                      "nominal_after": gflop["before"] / med["after"] / peak,
                      # the fp32 roofline: the least time these calls can take at the probed matmul and weight-stream
                      # rates, and the share of the matmul rate that bound allows (nominal, as above)

@@ -105,38 +105,90 @@ def test_inverse_cdf_over_a_large_vocabulary_follows_the_distribution_and_skips_
     assert (counts[2] > 0).sum() > 490  # the uniform row spreads over the whole vocabulary
 
 
-@pytest.mark.parametrize("kernel", sorted(generation.HEAD_KERNELS))
-def test_every_head_kernel_samples_what_the_plain_head_samples(monkeypatch, kernel):
-    """Whichever LM-head product tuned_head picks, sampling draws the same tokens with the same log-probs as the
-    model's own head (the products agree to float rounding), the choice draws nothing from the RNG, and the head's
-    own forward is back afterwards."""
+@pytest.mark.parametrize("kernel", sorted(generation.LINEAR_KERNELS))
+def test_every_linear_kernel_samples_what_the_plain_model_samples(monkeypatch, kernel):
+    """Whichever product tuned_linears picks, sampling draws the same tokens with the same log-probs as the model's
+    own layers (the products agree to float rounding), every linear layer's decode steps go through it, and the
+    layers' own forwards are back afterwards."""
     model, tok = build_tiny_model()
-    head = model.get_output_embeddings()
-    monkeypatch.setattr(generation, "_head_choice", {})
-    monkeypatch.setattr(generation, "head_kernel", lambda rows, w: kernel)
-    x = torch.randn(3, head.weight.shape[1])
+    monkeypatch.setattr(generation, "_kernel_choice", {})
+    monkeypatch.setattr(generation, "linear_kernel", lambda rows, w: kernel)
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
     with torch.no_grad():  # the kernels run only where no gradient is taken (sampling)
-        assert torch.allclose(generation.HEAD_KERNELS[kernel](x, head.weight), head(x), atol=1e-6)
+        for m in (linears[0], model.get_output_embeddings()):
+            x = torch.randn(3, m.weight.shape[1])
+            assert torch.allclose(generation.LINEAR_KERNELS[kernel](x, m.weight), m(x), atol=1e-5)
     prompts = ["Name a colour.", "Count to three:"]
-    plain = sample(model, tok, prompts, 3, 6, seed=4, tune_head=False)
-    rows = []
-    chosen = generation.HEAD_KERNELS[kernel]
-    monkeypatch.setitem(generation.HEAD_KERNELS, kernel, lambda x, w: rows.append(x.shape[0]) or chosen(x, w))
+    plain = sample(model, tok, prompts, 3, 6, seed=4, tune_linears=False)
+    calls = []
+    chosen = generation.LINEAR_KERNELS[kernel]
+    monkeypatch.setitem(generation.LINEAR_KERNELS, kernel,
+                        lambda x, w: calls.append((x.shape[0], id(w))) or chosen(x, w))
     tuned = sample(model, tok, prompts, 3, 6, seed=4)
-    assert rows == [6] * 6  # each decode step (the shared prompt pass asks the head for no row: NO_LOGITS)
+    decode_calls = {id(m.weight): sum(c == (6, id(m.weight)) for c in calls) for m in linears}
+    assert set(decode_calls.values()) == {6}, decode_calls  # each layer, once per decode step of the 6 rows
+    head = id(model.get_output_embeddings().weight)
+    assert (6, head) in calls and not [c for c in calls if c[1] == head and c[0] != 6]  # the prompt pass: NO_LOGITS
     assert torch.equal(plain.input_ids, tuned.input_ids)
     assert torch.allclose(plain.behaviour_logprobs, tuned.behaviour_logprobs, atol=1e-5)
-    assert "forward" not in head.__dict__
+    assert not [m for m in linears if "forward" in m.__dict__]
 
 
-def test_head_kernel_is_measured_once_per_row_count_and_leaves_the_rng_alone(monkeypatch):
-    monkeypatch.setattr(generation, "_head_choice", {})
+def test_linear_kernel_is_measured_once_per_shape_and_leaves_the_rng_alone(monkeypatch):
+    monkeypatch.setattr(generation, "_kernel_choice", {})
     w = torch.randn(3000, 16, requires_grad=True)  # as a model's weights are
+    small = torch.randn(8, 16, requires_grad=True)  # fewer output rows than the call has input rows (a LoRA factor)
     torch.manual_seed(0)
     expected = torch.rand(1)
     torch.manual_seed(0)
-    first = generation.head_kernel(4, w)
+    first = generation.linear_kernel(4, w)
+    assert generation.linear_kernel(12, small) in generation.LINEAR_KERNELS
     assert torch.equal(torch.rand(1), expected)  # no draw from the global RNG
-    assert first in generation.HEAD_KERNELS and list(generation._head_choice) == [(4, 3000, 16, torch.float32)]
-    monkeypatch.setattr(generation, "HEAD_KERNELS", {})  # a second call must not measure again
-    assert generation.head_kernel(4, w) == first
+    assert first in generation.LINEAR_KERNELS
+    assert list(generation._kernel_choice) == [(4, 3000, 16, torch.float32), (12, 8, 16, torch.float32)]
+    assert not generation._packed_weights  # copies packed to measure are not kept
+    monkeypatch.setattr(generation, "LINEAR_KERNELS", {})  # a second call must not measure again
+    assert generation.linear_kernel(4, w) == first
+
+
+@pytest.mark.skipif("onednn_packed" not in generation.LINEAR_KERNELS, reason="torch built without oneDNN packing")
+def test_packed_weight_is_kept_until_the_weight_changes_or_goes():
+    """The packed copy is made once and reused; an in-place write (a weight sync's copy_) packs again, so the
+    product follows the new values; when the weight is freed its copy goes too."""
+    w = torch.nn.Parameter(torch.randn(300, 32))
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        first = generation.packed_weight(w, 5)
+        assert generation.packed_weight(w, 5) is first
+        assert torch.allclose(generation._onednn_packed(x, w), x @ w.t(), atol=1e-5)
+        w.copy_(torch.randn(300, 32))
+        assert generation.packed_weight(w, 5) is not first
+        assert torch.allclose(generation._onednn_packed(x, w), x @ w.t(), atol=1e-5)
+    key = id(w)
+    assert key in generation._packed_weights
+    del w
+    assert key not in generation._packed_weights
+
+
+@pytest.mark.skipif("onednn_packed" not in generation.LINEAR_KERNELS, reason="torch built without oneDNN packing")
+def test_packed_lora_follows_a_weight_sync(monkeypatch):
+    """A rollout model whose every layer runs packed samples what the plain model samples after the learner's
+    adapter weights are loaded into it (load_trainable_state writes in place: the packed factors are packed again)."""
+    from xrlhf.config import LoraConfig, ModelConfig
+    from xrlhf.models import load_policy, load_trainable_state, trainable_state
+
+    cfg = ModelConfig(name="tiny", lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0))
+    model, tok = load_policy(cfg, trainable=False)
+    learner, _ = load_policy(cfg)
+    with torch.no_grad():
+        for p in learner.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn_like(p))
+    monkeypatch.setattr(generation, "linear_kernel", lambda rows, w: "onednn_packed")
+    prompts = ["Name a colour.", "Count to three:"]
+    sample(model, tok, prompts, 2, 5, seed=1)  # packs every layer, the adapter's factors as they are now
+    load_trainable_state(model, trainable_state(learner))
+    tuned = sample(model, tok, prompts, 2, 5, seed=1)
+    plain = sample(model, tok, prompts, 2, 5, seed=1, tune_linears=False)
+    assert torch.equal(plain.input_ids, tuned.input_ids)
+    assert torch.allclose(plain.behaviour_logprobs, tuned.behaviour_logprobs, atol=1e-5)

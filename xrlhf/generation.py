@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
@@ -111,20 +112,20 @@ class _Sampler:
         return w.fill_(float("-inf")).scatter_(-1, token, 0.0)
 
 
-def _head_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.linear(x, w)
 
 
-def _head_vocab_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 1024) -> torch.Tensor:
-    """[N, H] x [V, H]^T one block of vocabulary rows at a time, into one [N, V] output."""
+def _vocab_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """[N, H] x [V, H]^T one block of output rows (the LM head's vocabulary) at a time, into one [N, V] output."""
     out = x.new_empty(x.shape[0], w.shape[0])
     for v0 in range(0, w.shape[0], block):
         out[:, v0:v0 + block] = torch.nn.functional.linear(x, w[v0:v0 + block])
     return out
 
 
-def _head_transposed_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 4096) -> torch.Tensor:
-    """The same product as W x^T ([V, N], one block of vocabulary rows at a time), transposed back."""
+def _transposed_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """The same product as W x^T ([V, N], one block of output rows at a time), transposed back."""
     out_t = x.new_empty(w.shape[0], x.shape[0])
     xt = x.t()
     for v0 in range(0, w.shape[0], block):
@@ -132,54 +133,89 @@ def _head_transposed_blocks(x: torch.Tensor, w: torch.Tensor, block: int = 4096)
     return out_t.t().contiguous()
 
 
-HEAD_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "linear": _head_linear, "vocab_blocks": _head_vocab_blocks, "transposed_blocks": _head_transposed_blocks}
-HEAD_TUNED_ROWS = 64  # above this many rows the head's product is bound by arithmetic, and linear is the one
-_head_choice: dict[tuple, str] = {}  # (rows, vocab, hidden, dtype) -> the fastest kernel measured on this machine
+# Packed copies of weights for oneDNN, by id(weight): (weakref to it, its version when packed, the packed copy).
+_packed_weights: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
 
 
-def head_kernel(rows: int, w: torch.Tensor) -> str:
-    """The fastest of HEAD_KERNELS for `rows` rows against weight w, measured once per shape (best of two runs
-    each, wall time) and remembered. A decode step multiplies a few rows by the whole LM head (gemma: 262k x 640,
-    671 MB fp32): bound by reading the weight, yet torch's one linear call streams it at about a third of the rate a
-    single row gets here, and which order streams it fastest depends on the row count and the CPU's BLAS. All
-    three compute the same dot products (over the hidden size), so they agree to float rounding."""
+def packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor:
+    """w reordered once into oneDNN's blocked layout for products of about `rows` rows. Kept while w lives and
+    is not written to (an in-place update, a weight sync, bumps its version and the next call packs again);
+    a second copy of the weight in memory."""
+    key = id(w)
+    hit = _packed_weights.get(key)
+    if hit is None or hit[0]() is not w or hit[1] != w._version:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
+        _packed_weights[key] = (weakref.ref(w, lambda _, key=key: _packed_weights.pop(key, None)), w._version, packed)
+        return packed
+    return hit[2]
+
+
+def _onednn_packed(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """oneDNN's product against the weight packed once (packed_weight): the layout its small-row kernels stream
+    fastest, where torch's linear re-blocks the row-major weight on every call."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed_weight(w, x.shape[0]), None, "none", [], "")
+
+
+LINEAR_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "linear": _linear, "vocab_blocks": _vocab_blocks, "transposed_blocks": _transposed_blocks}
+if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+    LINEAR_KERNELS["onednn_packed"] = _onednn_packed
+TUNED_ROWS = 64  # above this many rows a product is bound by arithmetic, and linear is the one
+_kernel_choice: dict[tuple, str] = {}  # (rows, out, in, dtype) -> the fastest kernel measured on this machine
+
+
+def linear_kernel(rows: int, w: torch.Tensor) -> str:
+    """The fastest of LINEAR_KERNELS for `rows` rows against weight w, measured once per shape (best of three runs
+    each, wall time) and remembered. A decode step multiplies a few rows by every weight (gemma: 671 MB of LM head
+    and 400 MB of decoder weights in fp32): bound by reading the weights, yet torch's linear call streams them at
+    a third to a half of what the packed layout gets here, and which product streams fastest depends on the row
+    count, the shape and the CPU's libraries. All compute the same dot products over the input size, in orders
+    that differ, so they agree to float rounding. A kernel that fails here (a build without oneDNN's packing) is
+    left out."""
     key = (rows, *w.shape, w.dtype)
-    if key not in _head_choice:
-        w = w.detach()
-        x = w[:rows].clone()  # any rows do (the kernels' time does not depend on values); no draw from the RNG
+    if key not in _kernel_choice:
+        w = w.detach()  # a new tensor: a packed copy made to measure is dropped with it, not kept for the weight
+        x = w[:rows, :].clone() if w.shape[0] >= rows else w.new_ones(rows, w.shape[1])  # no draw from the RNG
         best: tuple[float, str] = (float("inf"), "linear")
-        for name, kernel in HEAD_KERNELS.items():
-            kernel(x, w)
-            for _ in range(2):
+        for name, kernel in LINEAR_KERNELS.items():
+            try:
+                kernel(x, w)
+            except RuntimeError:
+                continue
+            for _ in range(3):
                 t0 = time.perf_counter()
                 kernel(x, w)
                 best = min(best, (time.perf_counter() - t0, name))
-        _head_choice[key] = best[1]
-    return _head_choice[key]
+        _kernel_choice[key] = best[1]  # the packed copy made to measure went with the detached w
+    return _kernel_choice[key]
 
 
 @contextmanager
-def tuned_head(model: Any) -> Iterator[None]:
-    """While sampling on CPU, the LM head of calls with 1 to HEAD_TUNED_ROWS rows (the decode steps) runs the kernel
-    head_kernel measured fastest for that row count; anything else, GPU included, is untouched."""
-    head = model.get_output_embeddings()
-    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.device.type != "cpu":
-        yield
-        return
+def tuned_linears(model: Any) -> Iterator[None]:
+    """While sampling on CPU, every nn.Linear of the model (the LM head, the decoder's projections, a LoRA
+    adapter's base layers and factors) runs, for calls of 1 to TUNED_ROWS rows without gradient (the decode steps),
+    the kernel linear_kernel measured fastest for that row count and shape; anything else, GPU included, runs the
+    module's own forward."""
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"]
 
-    def forward(hidden: torch.Tensor) -> torch.Tensor:
-        x = hidden.reshape(-1, hidden.shape[-1])
-        if not 0 < x.shape[0] <= HEAD_TUNED_ROWS or torch.is_grad_enabled():
-            return torch.nn.functional.linear(hidden, head.weight)
-        kernel = HEAD_KERNELS[head_kernel(x.shape[0], head.weight)]
-        return kernel(x.contiguous(), head.weight).view(*hidden.shape[:-1], head.weight.shape[0])
+    def tuned(module: torch.nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(inp: torch.Tensor) -> torch.Tensor:
+            x = inp.reshape(-1, inp.shape[-1])
+            if not 0 < x.shape[0] <= TUNED_ROWS or torch.is_grad_enabled():
+                return torch.nn.functional.linear(inp, module.weight, module.bias)
+            out = LINEAR_KERNELS[linear_kernel(x.shape[0], module.weight)](x.contiguous(), module.weight)
+            if module.bias is not None:
+                out += module.bias
+            return out.view(*inp.shape[:-1], module.weight.shape[0])
+        return forward
 
-    head.forward = forward
+    for m in linears:
+        m.forward = tuned(m)
     try:
         yield
     finally:
-        del head.forward  # the class's own forward again
+        for m in linears:
+            del m.forward  # the class's own forward again
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
@@ -198,14 +234,15 @@ def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
            policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1,
-           share_prompts: bool = True, tune_head: bool = True) -> Experience:
+           share_prompts: bool = True, tune_linears: bool = True) -> Experience:
     """Sample n responses per prompt with their behaviour log-probs, taken from the logits generate computed.
 
     They are exact log pi(a|s) at `temperature` when top_p == 1 and top_k == 0; with truncation the
     sampling distribution differs from pi and the recorded numbers are pi's, which is what PPO's ratio uses.
     With share_prompts, each prompt is encoded once and its KV cache copied to its n samples
-    (shared_prompt_cache); False runs the prompt n times, as generate alone does. With tune_head, the LM head of
-    the decode steps runs the product measured fastest for the batch's row count on CPU (tuned_head).
+    (shared_prompt_cache); False runs the prompt n times, as generate alone does. With tune_linears, each linear
+    layer of the decode steps runs the product measured fastest for its shape and the batch's row count on CPU
+    (tuned_linears).
     """
     from transformers import LogitsProcessorList
 
@@ -217,7 +254,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
         torch.manual_seed(seed)
     stop = eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
-    with tuned_head(model) if tune_head else nullcontext():
+    with tuned_linears(model) if tune_linears else nullcontext():
         cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
         out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
