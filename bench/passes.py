@@ -17,13 +17,17 @@
               difference.
 4. head       The LM head on the response positions as one contiguous matmul (positions passed to the model as a
               tensor) against transformers' strided `hidden[:, -k:]` slice, which runs as a broadcast bmm.
+6. linears   The reference pass (no grad) with every linear layer running the product measured fastest for its
+              shape (xrlhf.generation.tuned_linears: oneDNN-packed weights among the candidates) against the layers'
+              own forward, at the study's batch, interleaved, CPU seconds; the learner pass (forward + backward)
+              beside it, which the tuning leaves to the layers' own forward (expected 1.0x).
 3. reference  The reference as the policy's base weights with the LoRA adapter disabled (after) against a second
               copy of the base model (before): resident memory with the reference ready, pass time, and
               whether both give the same numbers.
 
 Judge prefix sharing is measured by bench/judge.py (the judge's own benchmark).
 
-    python bench/passes.py                 # all five, 5-12 minutes on 2 shared cores (load-dependent)
+    python bench/passes.py                 # all six, 5-12 minutes on 2 shared cores (load-dependent)
     python bench/passes.py --only logprobs
 """
 from __future__ import annotations
@@ -319,6 +323,27 @@ def prompts(rounds: int) -> dict[str, Any]:
             "speedup": {p: med[f"{p} before"] / med[f"{p} after"] for p in ("reference", "learner")}}
 
 
+def linears(rounds: int) -> dict[str, Any]:
+    """The study batch's reference and learner passes with and without tuned_linears (kernels chosen and weights
+    packed before the timed rounds), interleaved, CPU seconds."""
+    from xrlhf.generation import tuned_linears
+
+    model, ids, att, _, R = _gemma_and_batch(STUDY_SHAPE)
+    _touch(model)
+    plain = _pass(model, ids, att, R, share=True)
+
+    def tuned(grad: bool) -> torch.Tensor:
+        with tuned_linears(model):
+            return plain(grad)
+
+    tuned(False)  # measure the kernels, pack the weights
+    times, med, diff = _interleaved(model, {"before": plain, "after": tuned}, rounds, alternate=True)
+    print("  linears: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()), file=sys.stderr)
+    return {"shape": STUDY_SHAPE.__dict__, "sequence_shape": list(ids.shape), "rounds": rounds, "cpu_seconds": times,
+            "median_cpu_s": med, "max_abs_diff": diff,
+            "speedup": {p: med[f"{p} before"] / med[f"{p} after"] for p in ("reference", "learner")}}
+
+
 # ---------------------------------------------------------------- 3. reference by disabled adapter
 
 def reference_part(how: str) -> dict[str, Any]:
@@ -385,7 +410,7 @@ def reference() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=["behaviour", "logprobs", "head", "reference", "prompts"])
+    ap.add_argument("--only", nargs="+", choices=["behaviour", "logprobs", "head", "reference", "prompts", "linears"])
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the behaviour timing")
     ap.add_argument("--no-grad-variants", action="store_true", help="skip the learner (forward+backward) variants")
     ap.add_argument("--part", help=argparse.SUPPRESS)
@@ -399,12 +424,12 @@ def main() -> None:
     if args.part == "reference":
         print(json.dumps(reference_part(args.how)))
         return
-    parts = args.only or ["behaviour", "logprobs", "head", "prompts", "reference"]
+    parts = args.only or ["behaviour", "logprobs", "head", "prompts", "linears", "reference"]
     out: dict[str, Any] = {"threads": 1}
     previous = RESULTS / "passes.json"  # a run of some parts keeps the other parts' figures
     if previous.is_file():
         out.update({k: v for k, v in json.loads(previous.read_text()).items()
-                    if k in ("behaviour", "logprobs", "head", "reference", "prompts") and k not in parts})
+                    if k in ("behaviour", "logprobs", "head", "reference", "prompts", "linears") and k not in parts})
     if "behaviour" in parts:
         out["behaviour"] = behaviour(args.rounds)
         b = out["behaviour"]
@@ -422,6 +447,11 @@ def main() -> None:
         out["head"] = head(args.rounds)
         print(f"LM head on a contiguous slice: {out['head']['speedup']} (before/after), max |diff| "
               f"{out['head']['max_abs_diff']:.1e}")
+        write_result("passes", out)
+    if "linears" in parts:
+        out["linears"] = linears(args.rounds)
+        print(f"tuned linear layers: {out['linears']['speedup']} (before/after), max |diff| "
+              f"{out['linears']['max_abs_diff']:.1e}")
         write_result("passes", out)
     if "prompts" in parts:
         out["prompts"] = prompts(args.rounds)

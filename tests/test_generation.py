@@ -192,3 +192,46 @@ def test_packed_lora_follows_a_weight_sync(monkeypatch):
     plain = sample(model, tok, prompts, 2, 5, seed=1, tune_linears=False)
     assert torch.equal(plain.input_ids, tuned.input_ids)
     assert torch.allclose(plain.behaviour_logprobs, tuned.behaviour_logprobs, atol=1e-5)
+
+
+def test_tuned_linears_in_passes_without_gradient_and_never_with_one(monkeypatch):
+    """A scoring pass of many rows (the reference's, the judge's) under tuned_linears gives the plain pass's
+    log-probs through the measured kernels; a pass that takes a gradient never goes through them and its gradients
+    are the plain ones exactly; enabled=False installs nothing, and an inner context leaves the outer one's."""
+    from xrlhf.config import LoraConfig, ModelConfig
+    from xrlhf.experience import response_logprobs
+    from xrlhf.models import load_policy
+
+    model, _ = load_policy(ModelConfig(name="tiny", lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0)))
+    ids = torch.randint(5, 100, (8, 24), generator=torch.Generator().manual_seed(0))
+    att = torch.ones_like(ids)
+    calls = []
+    for name, kernel in list(generation.LINEAR_KERNELS.items()):
+        monkeypatch.setitem(generation.LINEAR_KERNELS, name,
+                            lambda x, w, kernel=kernel: calls.append(x.shape[0]) or kernel(x, w))
+    with torch.no_grad():
+        plain = response_logprobs(model, ids, att, 8, share_prompts=False).logprobs
+        with generation.tuned_linears(model):
+            tuned = response_logprobs(model, ids, att, 8, share_prompts=False).logprobs
+    assert calls and max(calls) > generation.TUNED_ROWS  # the many-row path was taken
+    assert torch.allclose(plain, tuned, atol=1e-5)
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        response_logprobs(model, ids, att, 8, share_prompts=False).logprobs.sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    expected = grads()
+    calls.clear()
+    with generation.tuned_linears(model):
+        got = grads()
+    assert not calls and all(torch.equal(a, b) for a, b in zip(expected, got))
+
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    with generation.tuned_linears(model, enabled=False):
+        assert not [m for m in linears if "forward" in m.__dict__]
+    with generation.tuned_linears(model):
+        with generation.tuned_linears(model):
+            pass
+        assert all("forward" in m.__dict__ for m in linears)
+    assert not [m for m in linears if "forward" in m.__dict__]

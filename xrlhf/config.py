@@ -35,6 +35,11 @@ class ModelConfig(Strict):
     cache_dir: str | None = None
     lora: LoraConfig = LoraConfig()
     gradient_checkpointing: bool = False
+    # On CPU, every pass without gradient (sampling, the reference, PPO's old policy) runs each linear layer with
+    # the product measured fastest for its shape and row count (xrlhf.generation.tuned_linears), oneDNN-packed
+    # weights among them: a second copy of those weights per process (about 1 GiB for gemma-3-270m in fp32).
+    # False: the layers' own forward, less memory.
+    tune_linears: bool = True
 
 
 class DataConfig(Strict):
@@ -132,6 +137,7 @@ class JudgeConfig(Strict):
     model: str | None = None  # None: the policy's base model
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     load_in_4bit: bool = False
+    tune_linears: bool = True  # as model.tune_linears, for the hf judge's passes (about 1 GiB more for gemma-270m)
     # likelihood: the response's token log-probabilities under an instruction describing excellent answers
     # (xrlhf/judge/likelihood.py); expected: the expected score digit after a rubric prompt; generate: a
     # generated digit. Chosen by bench/judge_quality.py (BENCHMARKS.md, Judge quality).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -160,29 +160,35 @@ LINEAR_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
     "linear": _linear, "vocab_blocks": _vocab_blocks, "transposed_blocks": _transposed_blocks}
 if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
     LINEAR_KERNELS["onednn_packed"] = _onednn_packed
-TUNED_ROWS = 64  # above this many rows a product is bound by arithmetic, and linear is the one
+TUNED_ROWS = 64  # up to this many rows (decode steps) each row count is measured on its own
+LARGE_ROWS = 128  # calls with more rows (prompt, reference, judge passes) use the choice measured at this many
+_LARGE_KERNELS = ("linear", "onednn_packed")  # above TUNED_ROWS the blocked orders only re-slice the same product
 _kernel_choice: dict[tuple, str] = {}  # (rows, out, in, dtype) -> the fastest kernel measured on this machine
 
 
 def linear_kernel(rows: int, w: torch.Tensor) -> str:
     """The fastest of LINEAR_KERNELS for `rows` rows against weight w, measured once per shape (best of three runs
-    each, wall time) and remembered. A decode step multiplies a few rows by every weight (gemma: 671 MB of LM head
-    and 400 MB of decoder weights in fp32): bound by reading the weights, yet torch's linear call streams them at
-    a third to a half of what the packed layout gets here, and which product streams fastest depends on the row
-    count, the shape and the CPU's libraries. All compute the same dot products over the input size, in orders
-    that differ, so they agree to float rounding. A kernel that fails here (a build without oneDNN's packing) is
-    left out."""
+    each, wall time) and remembered; a row count above TUNED_ROWS is measured as LARGE_ROWS rows, among linear and
+    the packed product. A decode step multiplies a few rows by every weight (gemma: 671 MB of LM head and 400 MB of
+    decoder weights in fp32): bound by reading the weights, yet torch's linear call streams them at a third to a
+    half of what the packed layout gets here, and which product streams fastest depends on the row count, the
+    shape and the CPU's libraries. All compute the same dot products over the input size, in orders that differ,
+    so they agree to float rounding. A kernel that fails here (a build without oneDNN's packing) is left out."""
+    large = rows > TUNED_ROWS
+    rows = LARGE_ROWS if large else rows
     key = (rows, *w.shape, w.dtype)
     if key not in _kernel_choice:
         w = w.detach()  # a new tensor: a packed copy made to measure is dropped with it, not kept for the weight
         x = w[:rows, :].clone() if w.shape[0] >= rows else w.new_ones(rows, w.shape[1])  # no draw from the RNG
         best: tuple[float, str] = (float("inf"), "linear")
         for name, kernel in LINEAR_KERNELS.items():
+            if large and name not in _LARGE_KERNELS:
+                continue
             try:
                 kernel(x, w)
             except RuntimeError:
                 continue
-            for _ in range(3):
+            for _ in range(2 if large else 3):
                 t0 = time.perf_counter()
                 kernel(x, w)
                 best = min(best, (time.perf_counter() - t0, name))
@@ -191,17 +197,18 @@ def linear_kernel(rows: int, w: torch.Tensor) -> str:
 
 
 @contextmanager
-def tuned_linears(model: Any) -> Iterator[None]:
-    """While sampling on CPU, every nn.Linear of the model (the LM head, the decoder's projections, a LoRA
-    adapter's base layers and factors) runs, for calls of 1 to TUNED_ROWS rows without gradient (the decode steps),
-    the kernel linear_kernel measured fastest for that row count and shape; anything else, GPU included, runs the
-    module's own forward."""
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"]
+def tuned_linears(model: Any, enabled: bool = True) -> Iterator[None]:
+    """Within it, every nn.Linear of the model on CPU (the LM head, the decoder's projections, a LoRA adapter's base
+    layers and factors) runs, for calls without gradient, the kernel linear_kernel measured fastest for that row
+    count (decode steps) or for many rows (prompt and scoring passes) and that shape. A call that takes a gradient,
+    any layer on a GPU, and every layer when not `enabled`, run their own forward; nested, the outer one holds."""
+    linears = [m for m in model.modules() if enabled and type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
+               and "forward" not in m.__dict__]
 
     def tuned(module: torch.nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(inp: torch.Tensor) -> torch.Tensor:
             x = inp.reshape(-1, inp.shape[-1])
-            if not 0 < x.shape[0] <= TUNED_ROWS or torch.is_grad_enabled():
+            if x.shape[0] == 0 or torch.is_grad_enabled():
                 return torch.nn.functional.linear(inp, module.weight, module.bias)
             out = LINEAR_KERNELS[linear_kernel(x.shape[0], module.weight)](x.contiguous(), module.weight)
             if module.bias is not None:
@@ -254,7 +261,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
         torch.manual_seed(seed)
     stop = eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
-    with tuned_linears(model) if tune_linears else nullcontext():
+    with tuned_linears(model, tune_linears):
         cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
         out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,

@@ -8,6 +8,7 @@ import torch
 
 from xrlhf.actors.base import ActorBase
 from xrlhf.experience import Experience, response_logprobs
+from xrlhf.generation import tuned_linears
 from xrlhf.models import load_policy, reference_mode
 from xrlhf.step import Reference
 
@@ -25,7 +26,7 @@ class ReferenceActor(ActorBase):
     @torch.no_grad()
     def reference_logprobs(self, exp: Experience) -> Reference:
         t0 = time.perf_counter()
-        with reference_mode(self.model):
+        with reference_mode(self.model), tuned_linears(self.model, self.cfg.model.tune_linears):
             lp = response_logprobs(self.model, exp.input_ids.to(self.device), exp.attention_mask.to(self.device),
                                    exp.response_len, temperature=self.cfg.rollout.temperature).logprobs
         return Reference(lp.cpu(), time.perf_counter() - t0)

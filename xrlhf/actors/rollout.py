@@ -45,7 +45,7 @@ class RolloutActor(ActorBase):
             draw = self.sampler.sample
         else:
             def draw(*args: Any, **kwargs: Any) -> Experience:
-                return sample(self.model, self.tokenizer, *args, **kwargs)
+                return sample(self.model, self.tokenizer, *args, tune_linears=self.cfg.model.tune_linears, **kwargs)
         return draw(prompts, n, max_new_tokens, temperature, top_p, top_k, seed=seed, policy_version=self.version,
                     max_prompt_tokens=self.cfg.data.max_prompt_tokens)
 

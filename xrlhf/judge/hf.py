@@ -18,6 +18,7 @@ from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
                                   answer_token_ids, truncate_response)
+from xrlhf.generation import tuned_linears
 from xrlhf.models import load_causal_lm
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class HFJudge:
                     todo.setdefault(k, (i, d))
         self.counts["cache_hits"] += sum(len(row) for row in keys) - len(todo)
         self.counts["requests"] += len(todo)
-        fresh = dict(zip(todo, self._verdicts(prompts, responses, list(todo.values()))))
+        with tuned_linears(self.model, self.cfg.tune_linears):
+            fresh = dict(zip(todo, self._verdicts(prompts, responses, list(todo.values()))))
         for k, verdict in fresh.items():
             self._remember(k, verdict)
         unscored = Verdict(None, None)  # only where a guard replaces it in judgement()
@@ -227,7 +229,9 @@ class HFJudge:
         is_a = torch.tensor([t.lstrip("▁Ġ ").startswith("A") for t in self.letter_ids])
         ids = torch.tensor(list(self.letter_ids.values()))
         out: list[tuple[float | None, float | None]] = []
-        for lp in shared_prefix_logprobs(self.model, groups, ids, self.cfg.batch_size, self._pair_head):
+        with tuned_linears(self.model, self.cfg.tune_linears):
+            scored = list(shared_prefix_logprobs(self.model, groups, ids, self.cfg.batch_size, self._pair_head))
+        for lp in scored:
             p_a = _share(lp.exp(), is_a).tolist()  # [2]: P("A") among A/B; rows (first, second), (second, first)
             out.append((None if math.isnan(p_a[0]) else p_a[0], None if math.isnan(p_a[1]) else 1.0 - p_a[1]))
         self.counts["failures"] += sum(a is None or b is None for a, b in out)

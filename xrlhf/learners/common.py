@@ -11,6 +11,7 @@ import torch
 
 from xrlhf.config import Config
 from xrlhf.experience import Experience, response_logprobs
+from xrlhf.generation import tuned_linears
 from xrlhf.models import load_policy, load_trainable_state, reference_mode, trainable_state
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ class PolicyTrainer:
         ids, att = exp.input_ids, exp.attention_mask
         if idx is not None:
             ids, att = ids[idx], att[idx]
-        return response_logprobs(self.model, ids.to(self.device), att.to(self.device), exp.response_len,
-                                 temperature=self.cfg.rollout.temperature or 1.0, **kw)
+        with tuned_linears(self.model, self.cfg.model.tune_linears):  # passes without gradient only
+            return response_logprobs(self.model, ids.to(self.device), att.to(self.device), exp.response_len,
+                                     temperature=self.cfg.rollout.temperature or 1.0, **kw)
 
     def step(self, loss: torch.Tensor) -> tuple[float, bool]:
         """Backward, clip, step. A non-finite loss or gradient skips the update; returns (grad_norm, applied)."""
