@@ -9,7 +9,12 @@ docs/study, so every run judges the same text) with the study's judge (configs/s
 likelihood mode, guards on, the judge's score cache off), one torch thread, alternating A B / B A per round; CPU
 seconds of the thread. The rewards of both sides are compared.
 
+With `--compare linears` the two sides are instead the judge as it is with its linear layers tuned (judge.tune_linears:
+each runs the product measured fastest for its shape, oneDNN-packed weights among them; xrlhf.generation.tuned_linears)
+and without (the layers' own forward), both grouped; written to bench/results/judge_linears.json.
+
     python bench/judge_prompts.py               # 6 rounds (study steps 1-6 of PPO seed 0): ~3 minutes
+    python bench/judge_prompts.py --compare linears
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--samples", default="docs/study/ppo-seed0/samples.jsonl")
+    ap.add_argument("--compare", choices=["prompts", "linears"], default="prompts")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -50,7 +56,13 @@ def main() -> None:
     steps = sorted({r["step"] for r in rows if r["step"] > 0})[:args.rounds]
     judge.score([rows[0]["prompt"]], [rows[0]["response"]])  # kernels, the instructions' cache
     grouped = likelihood.grouped_tail_logprobs
-    sides = {"grouped": grouped, "per sample": per_sample}
+    tuned_cfg = judge.cfg
+    if args.compare == "linears":  # (grouped path, tune_linears) per side
+        sides = {"plain": (grouped, False), "tuned": (grouped, True)}
+        for r in rows[:16]:  # measure the kernels and pack the weights at the judge's row counts before timing
+            judge.score([r["prompt"]], [r["response"]])
+    else:
+        sides = {"grouped": (grouped, True), "per sample": (per_sample, True)}
     runs: dict[str, list[float]] = {k: [] for k in sides}
     diffs, shapes = [], []
     try:
@@ -60,7 +72,8 @@ def main() -> None:
             shapes.append(f"{len(set(prompts))}x{len(batch) // max(len(set(prompts)), 1)}")
             rewards = {}
             for side in (list(sides) if rnd % 2 == 0 else list(sides)[::-1]):
-                likelihood.grouped_tail_logprobs = sides[side]
+                likelihood.grouped_tail_logprobs = sides[side][0]
+                judge.cfg = tuned_cfg.model_copy(update={"tune_linears": sides[side][1]})
                 c0 = time.thread_time()
                 out = judge.score(prompts, responses)
                 runs[side].append(time.thread_time() - c0)
@@ -70,14 +83,16 @@ def main() -> None:
                   flush=True)
     finally:
         likelihood.grouped_tail_logprobs = grouped
-    ratios = [b / a for a, b in zip(runs["grouped"], runs["per sample"])]
-    result = {"per_sample_cpu_s": statistics.median(runs["per sample"]), "grouped_cpu_s": statistics.median(runs["grouped"]),
-              "speedup": statistics.median(runs["per sample"]) / statistics.median(runs["grouped"]),
+        judge.cfg = tuned_cfg
+    before, after = list(sides)[::-1] if args.compare == "prompts" else list(sides)
+    ratios = [b / a for a, b in zip(runs[after], runs[before])]
+    result = {f"{before}_cpu_s": statistics.median(runs[before]), f"{after}_cpu_s": statistics.median(runs[after]),
+              "speedup": statistics.median(runs[before]) / statistics.median(runs[after]),
               "speedup_min": min(ratios), "speedup_max": max(ratios), "max_reward_diff": max(diffs)}
     print(table([result], list(result)))
     out = {"rounds": len(steps), "samples": args.samples, "steps": steps, "batches": shapes, "threads": 1,
            "runs": runs, "result": result}
-    print(f"wrote {write_result('judge_prompts', out)}")
+    print(f"wrote {write_result('judge_prompts' if args.compare == 'prompts' else 'judge_linears', out)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the three processes holding gemma share one copy in the page cache: RSS counts i
 
     python bench/memory.py                  # 1 step of the quickstart, 4-8 minutes on 2 shared cores
     python bench/memory.py --full-shape     # the quickstart's own batch (4 prompts × 2, 32 tokens)
+    python bench/memory.py --untuned        # without the packed weights of tuned_linears, for the difference
 """
 from __future__ import annotations
 
@@ -26,9 +27,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help="steps of the run (each runs every stage once)")
     ap.add_argument("--full-shape", action="store_true", help="the quickstart's batch instead of 2 prompts × 2, 16 tokens")
     ap.add_argument("--algorithm", default="reinforce", choices=["reinforce", "ppo"])
+    ap.add_argument("--untuned", action="store_true",
+                    help="model.tune_linears=false judge.tune_linears=false: no packed copies of the weights; written "
+                         "to bench/results/memory_untuned.json")
     args = ap.parse_args()
     overrides = [f"steps={args.steps}", f"checkpoint.every={args.steps}", f"algorithm.name={args.algorithm}",
-                 *([] if args.full_shape else SMALL)]
+                 *([] if args.full_shape else SMALL),
+                 *(["model.tune_linears=false", "judge.tune_linears=false"] if args.untuned else [])]
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         rows, per_actor = run_xrlhf_train_watched(CONFIGS["gemma"], overrides, Path(tmp) / "run", timeout_s=900)
     table_rows: list[dict[str, Any]] = [{"process": k, **v} for k, v in per_actor.items()]
@@ -41,7 +46,7 @@ def main() -> None:
            "per_process_mib": per_actor, "all_actors_mib": total,
            "step_times_s": [r["time/step"] for r in rows],
            "sequence": {"response_length_mean": [r["response_length/mean"] for r in rows]}}
-    print(f"wrote {write_result('memory', out)}")
+    print(f"wrote {write_result('memory_untuned' if args.untuned else 'memory', out)}")
 
 
 if __name__ == "__main__":
