@@ -158,11 +158,11 @@ def test_packed_weight_is_kept_until_the_weight_changes_or_goes():
     w = torch.nn.Parameter(torch.randn(300, 32))
     x = torch.randn(5, 32)
     with torch.no_grad():
-        first = generation.packed_weight(w, 5)
-        assert generation.packed_weight(w, 5) is first
+        first = generation.packed_weight(w)
+        assert generation.packed_weight(w) is first
         assert torch.allclose(generation._onednn_packed(x, w), x @ w.t(), atol=1e-5)
         w.copy_(torch.randn(300, 32))
-        assert generation.packed_weight(w, 5) is not first
+        assert generation.packed_weight(w) is not first
         assert torch.allclose(generation._onednn_packed(x, w), x @ w.t(), atol=1e-5)
     key = id(w)
     assert key in generation._packed_weights
