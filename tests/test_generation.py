@@ -136,6 +136,7 @@ def test_every_linear_kernel_samples_what_the_plain_model_samples(monkeypatch, k
 
 def test_linear_kernel_is_measured_once_per_shape_and_leaves_the_rng_alone(monkeypatch):
     monkeypatch.setattr(generation, "_kernel_choice", {})
+    monkeypatch.setattr(generation, "_packed_weights", {})  # other tests' live models keep theirs in the real one
     w = torch.randn(3000, 16, requires_grad=True)  # as a model's weights are
     small = torch.randn(8, 16, requires_grad=True)  # fewer output rows than the call has input rows (a LoRA factor)
     torch.manual_seed(0)
