@@ -54,6 +54,12 @@ def test_loo_needs_groups():
         load_config(QUICK, ["algorithm.name=reinforce", "rollout.samples_per_prompt=1"])
 
 
+def test_4bit_full_fine_tuning_is_a_config_error():
+    with pytest.raises(ConfigError, match="load_in_4bit=true needs model.lora.enabled=true"):
+        load_config(QUICK, ["model.load_in_4bit=true", "model.lora.enabled=false"])
+    assert load_config(QUICK, ["model.load_in_4bit=true"]).model.lora.enabled
+
+
 def test_template_placeholders_checked():
     with pytest.raises(ConfigError, match=r"\{response\}"):
         load_config(QUICK, ["judge.template='rate {prompt} on {dimension}: {definition}'"])

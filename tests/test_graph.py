@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 import ray
 
+import torch
+
 from faults import rows as _rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
 from xrlhf.controller import Controller, shutdown_graph
+from xrlhf.experience import response_logprobs
+from xrlhf.graph import ActorRoles, build_graph, kill
+from xrlhf.models import load_causal_lm
+from xrlhf.step import gather, start_learn
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -80,6 +86,33 @@ def test_rollouts_after_an_update_use_the_new_weights(local_ray, tmp_path):
     assert all(0 < m["time/reference_pass"] <= m["time/reference"] for m in metrics)
     ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
     assert json.loads((ckpt / "trainer_state.json").read_text())["next_step"] == 3
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_the_reference_actor_stays_the_base_after_updates(local_ray, lora):
+    """resources.colocate_reference=false: after two updates and their weight syncs, the reference actor gives the
+    base model's log-probs, not those of the policy that sampled the batch (the colocated reference:
+    tests/learners/test_reference.py)."""
+    cfg = load_config(ROOT / "configs/tiny.yaml", [f"model.lora.enabled={str(lora).lower()}", "model.lora.r=4",
+                                                   "resources.colocate_reference=false", "algorithm.name=reinforce",
+                                                   "algorithm.lr=0.05"])
+    graph = build_graph(cfg)
+    try:
+        roles = ActorRoles(graph)
+        prompts = ["Say something.", "Name a fruit.", "Tell me a story.", "Write a poem."]
+        for step in range(2):
+            start_learn(roles, gather(roles, prompts, step, cfg.algorithm.kl_estimator))()
+        exp = gather(roles, prompts, 2, cfg.algorithm.kl_estimator).exp
+    finally:
+        kill(graph)
+    assert exp.policy_version == 2
+    base, _ = load_causal_lm("tiny")
+    with torch.no_grad():
+        base_lp = response_logprobs(base, exp.input_ids, exp.attention_mask, exp.response_len).logprobs  # [B, R]
+    mask = exp.response_mask.bool()
+    assert (exp.ref_logprobs - exp.behaviour_logprobs)[mask].abs().max() > 1e-2  # the sampler's policy moved
+    torch.testing.assert_close(exp.ref_logprobs[mask], base_lp[mask], atol=1e-4, rtol=0)
+    assert float(exp.kl.abs().sum()) > 0
 
 
 def test_no_algorithm_branch_outside_the_learners():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from xrlhf.config import LoraConfig, ModelConfig
-from xrlhf.models import (CONVERTED_BYTES, ModelError, build_tiny_model, load_causal_lm, load_policy, load_trainable_state,
-                          packaged_model_dir, reference_mode, trainable_state)
+from xrlhf.models import (CONVERTED_BYTES, ModelError, build_tiny_model, frozen_copy, load_causal_lm, load_policy,
+                          load_trainable_state, packaged_model_dir, reference_mode, trainable_state)
 
 
 def test_tiny_model_is_deterministic_and_offline():
@@ -38,6 +38,23 @@ def test_lora_reference_is_the_base_with_adapter_off():
     assert not torch.allclose(trained, plain, atol=1e-3)
     # one copy of the base weights: every non-LoRA parameter of the policy is frozen and shared by both passes
     assert all(not p.requires_grad for n, p in policy.named_parameters() if "lora" not in n)
+
+
+def test_reference_mode_refuses_a_model_without_an_adapter():
+    policy, _ = load_policy(ModelConfig(name="tiny", lora=LoraConfig(enabled=False)))
+    with pytest.raises(ModelError, match="needs a LoRA adapter"):
+        with reference_mode(policy):
+            pass
+
+
+def test_frozen_copy_keeps_the_weights_it_was_taken_with():
+    policy, _ = load_policy(ModelConfig(name="tiny", lora=LoraConfig(enabled=False)))
+    ref = frozen_copy(policy)
+    assert not ref.training and not any(p.requires_grad for p in ref.parameters())
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.1)
+    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), build_tiny_model()[0].parameters()))
 
 
 def test_trainable_state_round_trip_is_adapter_only():

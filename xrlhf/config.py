@@ -41,6 +41,14 @@ class ModelConfig(Strict):
     # False: the layers' own forward, less memory.
     tune_linears: bool = True
 
+    @model_validator(mode="after")
+    def _quantised_needs_lora(self) -> "ModelConfig":
+        if self.load_in_4bit and not self.lora.enabled:
+            raise ValueError("model.load_in_4bit=true needs model.lora.enabled=true: 4-bit weights are not trained, "
+                             "so full fine-tuning would update nothing; train a LoRA adapter on them, or load "
+                             "without 4-bit")
+        return self
+
 
 class DataConfig(Strict):
     source: Literal["bundled", "helpsteer2", "hh_rlhf", "file"] = "bundled"
@@ -262,8 +270,9 @@ class ResourcesConfig(Strict):
     # Allow a Ray head or Ray Serve (serve-judge) that listens beyond 127.0.0.1 while Ray's cluster authentication
     # is off (RAY_AUTH_MODE=disabled): for a trusted private network only; logged as a warning (xrlhf/exposure.py)
     allow_unauthenticated_cluster: bool = False
-    # The reference pass runs in the learner with the LoRA adapter off (no second copy of the base);
-    # false gives it an actor of its own, which can sit on another GPU.
+    # The reference pass runs in the learner with the LoRA adapter off (no second copy of the base; without LoRA,
+    # a frozen copy of the base weights taken before the first update); false gives it an actor of its own, which
+    # can sit on another GPU.
     colocate_reference: bool = True
     rollout: ActorResources = ActorResources(num_cpus=0.5)
     reference: ActorResources = ActorResources(num_cpus=0.5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -278,10 +279,26 @@ def load_policy(model_cfg: Any, device: str | None = None, trainable: bool = Tru
 
 @contextlib.contextmanager
 def reference_mode(model: Any) -> Iterator[Any]:
-    """Run the frozen reference: the same base weights with the LoRA adapter off (no second copy)."""
+    """Run the frozen reference: the same base weights with the LoRA adapter off (no second copy).
+
+    Refuses a model without an adapter: there nothing switches off, and the "reference" would be the policy.
+    """
     disable = getattr(model, "disable_adapter", None)
-    with torch.no_grad(), (disable() if disable is not None else contextlib.nullcontext()):
+    if disable is None:
+        raise ModelError("reference_mode needs a LoRA adapter to switch off; without one (model.lora.enabled=false) "
+                         "the weights are the policy's own: take the reference from frozen_copy before training")
+    with torch.no_grad(), disable():
         yield model
+
+
+def frozen_copy(model: Any) -> Any:
+    """A copy of model's weights as they are now, for the reference of full fine-tuning: eval mode, no gradient.
+
+    Take it before the first update; nothing syncs, trains or checkpoints it, so it stays the base weights.
+    """
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ class LearnerActor(ActorBase):
         return UpdateResult(metrics, advantages, time.perf_counter() - t0, started, time.time())
 
     def reference_logprobs(self, exp: Experience) -> Reference:
-        """Colocated reference: the learner's own base weights with the adapter off."""
+        """Colocated reference: the learner's own base weights with the adapter off (without LoRA, its frozen copy)."""
         t0 = time.perf_counter()
         return Reference(self.learner.reference_logprobs(exp), time.perf_counter() - t0)
 

@@ -12,7 +12,7 @@ import torch
 from xrlhf.config import Config
 from xrlhf.experience import Experience, response_logprobs
 from xrlhf.generation import tuned_linears
-from xrlhf.models import load_policy, load_trainable_state, reference_mode, trainable_state
+from xrlhf.models import frozen_copy, load_policy, load_trainable_state, reference_mode, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ class PolicyTrainer:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.model, self.tokenizer = load_policy(cfg.model)
+        # Full fine-tuning has no adapter to switch off: the colocated reference is a copy of the base weights taken
+        # here, before any update, and outside state() (a resumed run keeps the base, not the resumed policy).
+        colocated_copy = cfg.resources.colocate_reference and not cfg.model.lora.enabled
+        self.reference = frozen_copy(self.model) if colocated_copy else None
         if cfg.model.gradient_checkpointing:
             # transformers 5.25 renamed it; the old name still works there and is all older releases have
             enable = getattr(self.model, "activation_checkpointing_enable", None) or \
@@ -49,13 +53,14 @@ class PolicyTrainer:
         self.extra_params += params
         self.optimizer.add_param_group({"params": params})
 
-    def forward(self, exp: Experience, idx: list[int] | None = None, **kw: Any):
-        """Policy forward on the rows `idx` of `exp` (all rows when None)."""
+    def forward(self, exp: Experience, idx: list[int] | None = None, model: Any = None, **kw: Any):
+        """Policy forward on the rows `idx` of `exp` (all rows when None); `model` runs another (the reference)."""
+        model = self.model if model is None else model
         ids, att = exp.input_ids, exp.attention_mask
         if idx is not None:
             ids, att = ids[idx], att[idx]
-        with tuned_linears(self.model, self.cfg.model.tune_linears):  # passes without gradient only
-            return response_logprobs(self.model, ids.to(self.device), att.to(self.device), exp.response_len,
+        with tuned_linears(model, self.cfg.model.tune_linears):  # passes without gradient only
+            return response_logprobs(model, ids.to(self.device), att.to(self.device), exp.response_len,
                                      temperature=self.cfg.rollout.temperature or 1.0, **kw)
 
     def step(self, loss: torch.Tensor) -> tuple[float, bool]:
@@ -98,7 +103,9 @@ class PolicyTrainer:
 
     @torch.no_grad()
     def reference_logprobs(self, exp: Experience) -> torch.Tensor:
-        """Reference log-probs with the adapter disabled: the base weights, no second copy.  # [B, R]"""
+        """Reference log-probs `[B, R]` under the base weights: the adapter off, or without LoRA the frozen copy."""
+        if self.reference is not None:
+            return self.forward(exp, model=self.reference).logprobs.cpu()
         with reference_mode(self.model):
             return self.forward(exp).logprobs.cpu()
 
