@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from xrlhf.logs import eta
+from xrlhf.logs import eta, step_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +17,14 @@ def test_eta_is_the_mean_pace_times_what_is_left():
     assert eta(2, 2, 5.0) == "0s"
     assert eta(1, 100, 100.0) == "2h45m"
     assert eta(3, 4, 27.0) == "9s"
+
+
+def test_the_step_line_prints_what_metrics_jsonl_holds():
+    row = {"reward/mean": 0.0, "reward/std": 0.0, "kl/mean": 0.0, "response_length/mean": 12.0, "judge/missing": 0}
+    line = step_line("tiny", 0, 3, row, 1.5, "3s")
+    assert line == "tiny step 1/3 reward 0.000±0.000 kl 0.0000 len 12.0 1.5s, ETA 3s"
+    none = {**row, "reward/mean": None, "reward/std": None, "judge/missing": 16}
+    assert "reward n/a±n/a kl 0.0000 len 12.0 missing 16 " in step_line("tiny", 0, 3, none, 1.0, "3s")
 
 
 @pytest.mark.integration

@@ -18,7 +18,7 @@ import ray
 from xrlhf.config import Config, check_context
 from xrlhf.data import load_prompts
 from xrlhf.graph import ActorRoles, build_graph, init_ray, kill
-from xrlhf.logs import eta
+from xrlhf.logs import eta, shown, step_line
 from xrlhf.metrics import metrics_row, sample_rows
 from xrlhf.models import check_model_source
 from xrlhf.rundir import RunDir
@@ -156,10 +156,8 @@ class Controller:
             row.update(self._validate("val"))
         self.run.append(self.run.metrics, [row])
         self.run.append(self.run.samples, sample_rows(step, out))
-        log.info("%s step %d/%d reward %.3f±%.3f kl %.4f len %.1f %s%.1fs, ETA %s", self.cfg.run_name, step + 1,
-                 self.cfg.steps, row["reward/mean"] or float("nan"), row["reward/std"] or float("nan"), row["kl/mean"],
-                 row["response_length/mean"], f"missing {row['judge/missing']} " if row["judge/missing"] else "",
-                 out.times["time/step"], eta(step + 1, self.cfg.steps, self.progress.wall_s))
+        log.info("%s", step_line(self.cfg.run_name, step, self.cfg.steps, row, out.times["time/step"],
+                                 eta(step + 1, self.cfg.steps, self.progress.wall_s)))
         if give_up:
             # This step's row (its failures counted) is written; the checkpoint resumes after it.
             self._checkpoint(step + 1)
@@ -186,9 +184,8 @@ class Controller:
         out: dict[str, Any] = validation_metrics(judged.judgements, lengths, list(self.cfg.judge.dimensions), prefix)
         out[f"{prefix}/judge_requests"] = judged.stats.get("requests", len(texts))
         out[f"time/{prefix}"] = time.perf_counter() - t0
-        log.info("%s %s reward %.3f on %d held-out prompts (%.1fs)", self.cfg.run_name, prefix,
-                 out[f"{prefix}/reward"] if out[f"{prefix}/reward"] is not None else float("nan"), len(texts),
-                 out[f"time/{prefix}"])
+        log.info("%s %s reward %s on %d held-out prompts (%.1fs)", self.cfg.run_name, prefix,
+                 shown(out[f"{prefix}/reward"]), len(texts), out[f"time/{prefix}"])
         return out
 
     def _judge_gave_up(self, step: int, valid: list[int]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 # Loggers of the libraries whose warnings repeat from every actor (FutureWarnings, load reports, bars).
 LIBRARY_LOGGERS = ("py.warnings", "transformers", "peft", "accelerate", "torch", "datasets", "huggingface_hub",
@@ -44,3 +45,16 @@ def eta(done: int, total: int, seconds: float) -> str:
     left = round(max(0.0, seconds / done * (total - done)))
     h, m, s = left // 3600, left % 3600 // 60, left % 60
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def shown(value: float | None, fmt: str = ".3f") -> str:
+    """A metric as metrics.jsonl holds it: 0.0 as 0.000, a missing value (None) as n/a."""
+    return "n/a" if value is None else format(value, fmt)
+
+
+def step_line(run_name: str, step: int, steps: int, row: dict[str, Any], step_s: float, eta_text: str) -> str:
+    """The progress line of step `step` (0-based) from its metrics row."""
+    missing = f"missing {row['judge/missing']} " if row["judge/missing"] else ""
+    return (f"{run_name} step {step + 1}/{steps} reward {shown(row['reward/mean'])}±{shown(row['reward/std'])} "
+            f"kl {shown(row['kl/mean'], '.4f')} len {shown(row['response_length/mean'], '.1f')} "
+            f"{missing}{step_s:.1f}s, ETA {eta_text}")
