@@ -52,32 +52,74 @@ def judge_for(overrides: dict[str, Any]) -> Any:
 
 
 def measure(name: str, judge: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Score each distinct (prompt, answer) once; accuracy per corruption on the reward and the target dimension."""
+    """Score each distinct (prompt, answer) once; per corruption: accuracy on the reward, on the target dimension and
+    on every dimension (the specificity matrix: which dimension a flaw moves most), with the mean normalised drop."""
     from xrlhf.judge.quality import accuracy
 
     texts = sorted({(it["prompt"], a) for it in items for a in (it["good"], it["bad"])})
     c0, t0 = time.thread_time(), time.perf_counter()
     judged = dict(zip(texts, judge.score([p for p, _ in texts], [a for _, a in texts])))
     cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
+    dims = judge.rubric.names
     rows = []
     for kind in dict.fromkeys(it["corruption"] for it in items):
         sel = [it for it in items if it["corruption"] == kind]
         good = [judged[(it["prompt"], it["good"])] for it in sel]
         bad = [judged[(it["prompt"], it["bad"])] for it in sel]
         target = sel[0]["target"]
+        per_dim = {d: accuracy([g.normalised[d] for g in good], [b.normalised[d] for b in bad]) for d in dims}
+        drop = {d: statistics.fmean((g.normalised[d] or 0.0) - (b.normalised[d] or 0.0) for g, b in zip(good, bad))
+                for d in dims}
         rows.append({"config": name, "corruption": kind, "target": target, "n": len(sel),
                      "aggregate": accuracy([g.reward for g in good], [b.reward for b in bad]),
-                     "target_dim": accuracy([g.normalised[target] for g in good], [b.normalised[target] for b in bad]),
+                     "target_dim": per_dim[target], "dims": per_dim, "drop": drop,
+                     "most_moved": most_moved(per_dim, drop),
                      "guarded": sum(any(r.startswith("guard") for r in b.rationale.values()) for b in bad)})
-    every = [it for it in items]
-    overall = accuracy([judged[(it["prompt"], it["good"])].reward for it in every],
-                       [judged[(it["prompt"], it["bad"])].reward for it in every])
+    overall = accuracy([judged[(it["prompt"], it["good"])].reward for it in items],
+                       [judged[(it["prompt"], it["bad"])].reward for it in items])
     spread = statistics.pstdev([j.reward for j in judged.values() if j.reward is not None])
     goods = {(it["prompt"], it["good"]) for it in items}
     false_guards = sum(any(r.startswith("guard") for r in judged[g].rationale.values()) for g in goods)
     return {"config": name, "aggregate": overall, "worst_target": min(r["target_dim"] for r in rows),
+            "worst_aggregate": min(r["aggregate"] for r in rows),
+            "dimensions_most_moved": sorted({r["most_moved"] for r in rows}),
             "cpu_s_per_sample": cpu / len(texts), "wall_s_per_sample": wall / len(texts), "samples": len(texts),
             "reward_std": spread, "good_answers_guarded": false_guards, "corruptions": rows}
+
+
+def most_moved(accuracy: dict[str, float | None], drop: dict[str, float]) -> str:
+    """The dimension a corruption moves most: the highest share of prompts where the good answer scores above it,
+    a tie broken by the larger mean drop of the normalised score (guarded corruptions hit every dimension alike)."""
+    return max(accuracy, key=lambda d: (accuracy[d] or 0.0, drop[d]))
+
+
+def specificity(result: dict[str, Any]) -> str:
+    """The matrix as a table: rows corruption kinds, columns dimensions, cells accuracy (* the most moved)."""
+    dims = list(result["corruptions"][0]["dims"])
+    out = [{"corruption": f"{r['corruption']} ({r['target']})",
+            **{d: f"{r['dims'][d]:.2f}{'*' if r['most_moved'] == d else ''}" for d in dims}}
+           for r in result["corruptions"]]
+    return table(out, ["corruption", *dims])
+
+
+def correlations(judge: Any, paths: list[str], limit: int) -> dict[str, Any]:
+    """Spearman correlation of every pair of dimensions over the samples of real runs (samples.jsonl files), each
+    (prompt, response) scored again by this judge."""
+    from scipy.stats import spearmanr
+
+    samples = [json.loads(line) for p in paths for line in open(p, encoding="utf-8") if line.strip()]
+    samples = [s for s in samples if s.get("response", "").strip()][:limit]
+    judged = judge.score([s["prompt"] for s in samples], [s["response"] for s in samples])
+    dims = judge.rubric.names
+    cols = {d: [j.normalised[d] for j in judged] for d in dims}
+    keep = [k for k in range(len(judged)) if all(cols[d][k] is not None for d in dims)]
+    pairs = {}
+    for a_i, a in enumerate(dims):
+        for b in dims[a_i + 1:]:
+            rho = spearmanr([cols[a][k] for k in keep], [cols[b][k] for k in keep]).statistic
+            pairs[f"{a}~{b}"] = None if rho != rho else float(rho)
+    return {"files": paths, "samples": len(keep), "spearman": pairs,
+            "max_abs": max(abs(v) for v in pairs.values() if v is not None)}
 
 
 def quickstart_step(names: list[str], rounds: int) -> None:
@@ -102,25 +144,34 @@ def quickstart_step(names: list[str], rounds: int) -> None:
 
 
 def calibrate(items: list[dict[str, Any]]) -> None:
-    """Raw likelihood signals of good answers and of the corruptions aimed at each signal's dimensions."""
-    from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, DEFAULT_SIGNAL
+    """Raw likelihood signals of good answers and of the corruptions aimed at each model signal's dimensions (the
+    guarded and empty corruptions aside: a guard scores them, not the signal)."""
+    from xrlhf.judge import guards
+    from xrlhf.judge.likelihood import CALIBRATION, DEFAULT_INSTRUCTION, DEFAULT_SIGNAL, signal_for
 
     judge = judge_for({"mode": "likelihood"})
-    for kind in ("fit", "relevance"):
+    for kind in CALIBRATION:
         dims = {d for d, k in DEFAULT_SIGNAL.items() if k == kind}
-        sel = [it for it in items if it["target"] in dims and it["bad"].strip()]
+        sel = [it for it in items if it["target"] in dims and it["bad"].strip() and not guards.check(it["prompt"], it["bad"])]
         goods = sorted({(it["prompt"], it["good"]) for it in sel})
-        raw_good = judge.likelihood.raw([(p, a, DEFAULT_INSTRUCTION, kind) for p, a in goods])
-        raw_bad = judge.likelihood.raw([(it["prompt"], it["bad"], DEFAULT_INSTRUCTION, kind) for it in sel])
-        g, b = statistics.median(raw_good), statistics.median([x for x in raw_bad if x is not None])
-        print(f"{kind}: median good {g:.3f}, median targeted corruption {b:.3f} -> centre {(g + b) / 2:.3f}, "
-              f"scale {abs(g - b) / 2:.3f}")
+        sig = signal_for(next(iter(dims)), kind)
+        got = judge.likelihood.readings([(p, a, DEFAULT_INSTRUCTION) for p, a in goods]
+                                        + [(it["prompt"], it["bad"], DEFAULT_INSTRUCTION) for it in sel])
+        g = statistics.median(sig.raw(got[(p, a, DEFAULT_INSTRUCTION)]) for p, a in goods)
+        b = statistics.median(sig.raw(got[(it["prompt"], it["bad"], DEFAULT_INSTRUCTION)]) for it in sel)
+        print(f"{kind} ({', '.join(sorted(dims))}): median good {g:.3f}, median targeted corruption {b:.3f} -> "
+              f"centre {(g + b) / 2:.3f}, scale {abs(g - b) / 2:.3f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=DEFAULT, choices=list(CONFIGS))
     ap.add_argument("--limit", type=int, help="only the first N prompts")
+    ap.add_argument("--set", choices=["quality", "holdout"], default="quality",
+                    help="xrlhf/judge/quality.jsonl (the judge's choices were made on it) or quality_holdout.jsonl")
+    ap.add_argument("--correlation", nargs="+", metavar="SAMPLES_JSONL",
+                    help="instead: Spearman correlation of the dimensions over these run samples, rescored")
+    ap.add_argument("--samples", type=int, default=400, help="--correlation: at most this many samples")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--step", type=int, metavar="ROUNDS",
                     help="time the judge phase of a quickstart step instead (the first config is the reference)")
@@ -129,12 +180,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)  # as in a judge actor
 
-    from xrlhf.judge.quality import load_quality, pairs
+    from xrlhf.judge.quality import HOLDOUT, load_quality, pairs
 
+    if args.correlation:
+        r = correlations(judge_for(CONFIGS[args.configs[0]]), args.correlation, args.samples)
+        print(table([{"pair": k, "spearman": v} for k, v in r["spearman"].items()], ["pair", "spearman"]))
+        r.update(config=args.configs[0], command=shlex.join(["python", *sys.argv]))
+        print(f"max |rho| {r['max_abs']:.3f} over {r['samples']} samples; wrote "
+              f"{write_result('judge_correlation', r)}")
+        return
     if args.step:
         quickstart_step(args.configs, args.step)
         return
-    rows = load_quality()[:args.limit] if args.limit else load_quality()
+    rows = load_quality(HOLDOUT if args.set == "holdout" else None)
+    rows = rows[:args.limit] if args.limit else rows
     items = pairs(rows)
     if args.calibrate:
         calibrate(items)
@@ -150,15 +209,19 @@ def main() -> None:
                 ["config", "aggregate", "worst_target", "cpu_s_per_sample", "wall_s_per_sample", "reward_std",
                  "good_answers_guarded"]))
     print(table([c for r in results for c in r["corruptions"]],
-                ["config", "corruption", "target", "aggregate", "target_dim", "guarded"]))
+                ["config", "corruption", "target", "aggregate", "target_dim", "most_moved", "guarded"]))
+    for r in results:
+        print(f"specificity, {r['config']} (share of prompts where the good answer scores higher; * most moved):")
+        print(specificity(r))
+    name = "judge_quality" if args.set == "quality" else "judge_quality_holdout"
     if args.add:
-        results = kept(len(rows), results) + results
-    print(f"wrote {write_result('judge_quality', {'prompts': len(rows), 'pairs': len(items), 'results': results})}")
+        results = kept(name, len(rows), results) + results
+    print(f"wrote {write_result(name, {'set': args.set, 'prompts': len(rows), 'pairs': len(items), 'results': results})}")
 
 
-def kept(prompts: int, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def kept(name: str, prompts: int, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The earlier results of configs not measured now, from a run over the same number of prompts."""
-    path = RESULTS / "judge_quality.json"
+    path = RESULTS / f"{name}.json"
     if not path.exists():
         return []
     old = json.loads(path.read_text())

@@ -86,10 +86,12 @@ class DimensionConfig(Strict):
     direction: Literal["higher", "lower"] = "higher"
     min_score: int = 0
     max_score: int = 4
-    # judge.mode=likelihood only: which likelihood signal scores this dimension ("fit": the response's mean
-    # log-probability given the question; "relevance": that minus its log-probability without the question).
-    # None: the default rubric's choice (xrlhf/judge/likelihood.py), "fit" for other names.
-    signal: Literal["fit", "relevance"] | None = None
+    # judge.mode=likelihood only: which signal scores this dimension (xrlhf/judge/likelihood.py): "fit" (the
+    # response's mean log-probability given the question), "relevance" (what the question explains of it, quoted
+    # words earning nothing, and whether it ends), "fluency" (its log-probability without the question, and whether
+    # it ends), or a text measure (xrlhf/judge/measures.py): "length" (words against the question's band), "level"
+    # (reading grade against a general reader's band). None: the default rubric's choice, "fit" for other names.
+    signal: Literal["fit", "relevance", "fluency", "length", "level"] | None = None
     instruction: str | None = None  # likelihood mode: this dimension's own aspect instruction (None: the judge's)
 
     @model_validator(mode="after")
@@ -106,7 +108,9 @@ DEFAULT_DIMENSIONS: dict[str, dict[str, Any]] = {
     "helpfulness": {"definition": "How well the response does what the user asked, as a whole."},
     "correctness": {"definition": "Whether the facts, code and reasoning in the response are right and complete."},
     "coherence": {"definition": "Whether the response is clear, consistent and logically ordered."},
-    "complexity": {"definition": "How much expertise is needed to write the response (0 = anyone, 4 = a specialist)."},
+    # The level the question calls for, not expertise as such: a complexity that pays for jargon pays for obscurity.
+    "complexity": {"definition": "Whether the expertise the response assumes fits the question (0 = far too childish "
+                                 "or far too technical, 4 = the level the asker can follow)."},
     # The right amount of detail, not length: a length-paying verbosity makes the reward pay for padding.
     "verbosity": {"definition": "Whether the amount of detail fits what was asked (0 = far too little or far too "
                                 "much, 4 = just what the question needs)."},

@@ -69,3 +69,38 @@ def test_the_loader_names_the_line_and_the_problem(tmp_path, rows):
     with pytest.raises(ValueError, match=r"line 1 is not JSON"):
         load_quality(_write(f, "{not json", first))
     assert load_quality(_write(f, first, "", second)) == [first, second]  # blank lines are skipped
+
+
+@pytest.fixture(scope="module", params=["quality", "holdout"])
+def either(request):
+    return load_quality(quality.PATH if request.param == "quality" else quality.HOLDOUT)
+
+
+def test_the_holdout_is_other_prompts_with_the_same_keys():
+    main, held = load_quality(), load_quality(quality.HOLDOUT)
+    assert len(held) >= 30 and not {r["id"] for r in main} & {r["id"] for r in held}
+    assert not {r["prompt"].lower() for r in main} & {r["prompt"].lower() for r in held}
+    assert sum(":" in r["prompt"] for r in held) >= 10  # instructions followed by an input text
+
+
+def test_level_rewrites_are_rewrites_not_copies(either):
+    """terse: a fragment of 1-4 words that is not the good answer's start (that is the cut-off corruption);
+    simple and technical: the same content in their own words, never five words in a row of the answer or prompt."""
+    from xrlhf.judge.guards import quoted
+
+    for r in either:
+        assert 1 <= len(r["terse"].split()) <= 4 and not r["good"].lower().startswith(r["terse"].rstrip(".").lower())
+        for kind in ("simple", "technical"):
+            assert not quoted(r["good"], r[kind]) and not quoted(r["prompt"], r[kind]), (r["id"], kind)
+
+
+def test_every_dimension_has_corruptions_aimed_at_it_and_the_study_hacks_are_in_the_set(either):
+    items = quality.pairs(either)
+    assert {it["target"] for it in items} == {"helpfulness", "correctness", "coherence", "complexity", "verbosity"}
+    assert {"quoted_nonanswer", "near_copy", "truncated", "generic", "terse", "padded", "simple", "technical"} \
+        <= {it["corruption"] for it in items}
+    for it in items:
+        if it["corruption"] == "quoted_nonanswer":
+            assert it["prompt"].strip() in it["bad"]
+        if it["corruption"] == "near_copy":  # the prompt's opening, cut before its end
+            assert it["prompt"].lower().startswith(it["bad"].lower()) and it["bad"] != it["prompt"]

@@ -13,7 +13,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 from xrlhf.config import JudgeConfig
 from xrlhf.judge import guards
 from xrlhf.judge.base import Judgement, Verdict, judgement
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodScorer, order_free, signal_for
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodMode, LocalLogprobs, order_free, signal_for
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
@@ -58,8 +58,8 @@ class HFJudge:
         self._head = self._fixed_prefix(lambda p: self._render(p, "", dim), "0")
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
         self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
-        self.likelihood = LikelihoodScorer(self.model, self.tokenizer, cfg.batch_size)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
+        self.likelihood = LikelihoodMode(LocalLogprobs(self.model, self.tokenizer, cfg.batch_size), self.signals)
 
     def _fixed_prefix(self, render: Any, answer: str) -> PrefixCache:
         """The tokens a template's inputs share whatever the prompt: rendered with two unlike prompts, compared."""
@@ -125,18 +125,10 @@ class HFJudge:
         return verdicts
 
     def _likelihood(self, prompts: list[str], responses: list[str], todo: list[tuple[int, Dimension]]) -> list[Verdict]:
-        """Each dimension's likelihood signal mapped onto its range (xrlhf/judge/likelihood.py)."""
+        """Each dimension's own signal (xrlhf/judge/likelihood.py)."""
         items = [(self._clip(prompts[i]), self._clip(responses[i]),
-                  self.cfg.dimensions[d.name].instruction or self.instruction, self.signals[d.name].kind)
-                 for i, d in todo]
-        out = []
-        for raw, (_, d) in zip(self.likelihood.raw(items), todo):
-            if raw is None:  # nothing to score; the empty guard, when on, says so too
-                out.append(Verdict(guards.worst(d), 1.0, "empty response: no token to score"))
-            else:
-                out.append(Verdict(*self.signals[d.name].score(raw, d), f"{self.signals[d.name].kind} {raw:.3f}"
-                                   if self.cfg.rationale else ""))
-        return out
+                  self.cfg.dimensions[d.name].instruction or self.instruction, d) for i, d in todo]
+        return self.likelihood.verdicts(items, self.cfg.rationale)
 
     def _clip(self, text: str) -> str:
         return truncate_response(self.tokenizer, text, self.cfg.max_response_tokens)

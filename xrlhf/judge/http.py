@@ -12,7 +12,7 @@ from typing import Any
 from xrlhf.config import ConfigError, JudgeConfig
 from xrlhf.judge.base import Judgement, Verdict, judgement
 from xrlhf.judge import guards
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, contexts, order_free, signal_for, tail
+from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodMode, Tail, order_free, signal_for
 from xrlhf.judge.openai_client import CompletionClient, CompletionError, PromptLogprobsUnavailable
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
@@ -48,6 +48,7 @@ class HttpJudge:
         self._counts: Counter[str] = Counter()
         self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
+        self.likelihood = LikelihoodMode(self, self.signals)
 
     def __repr__(self) -> str:
         return (f"HttpJudge(base_url={self.cfg.http.base_url!r}, model={self.cfg.http.model!r}, "
@@ -109,54 +110,38 @@ class HttpJudge:
 
     def _likelihood(self, prompts: list[str], responses: list[str],
                     fired: list[tuple[str, str] | None]) -> list[Judgement]:
-        """Likelihood mode as HFJudge scores it (xrlhf/judge/likelihood.py), each text's log-probs from the server's
-        echoed prompt. Raises PromptLogprobsUnavailable where the server does not echo them."""
-        plans: list[list[tuple[tuple[str, str], ...] | Verdict]] = []
-        for p, r, f in zip(prompts, responses, fired):
-            decided = guards.spared(f, self.rubric.dimensions)
-            plan: list[tuple[tuple[str, str], ...] | Verdict] = []
-            for d in self.rubric.dimensions:
-                if d.name in decided:
-                    plan.append(Verdict(None, None))  # judgement() puts the guard's verdict here
-                elif not r.strip():
-                    plan.append(Verdict(guards.worst(d), 1.0, "empty response: no token to score"))
-                else:
-                    instruction = self.cfg.dimensions[d.name].instruction or self.instruction
-                    plan.append(tuple((instruction + c, tail(self._clip(r)))
-                                      for c in contexts(self._clip(p), self.signals[d.name].kind)))
-            plans.append(plan)
-        texts = list(dict.fromkeys(t for plan in plans for todo in plan if not isinstance(todo, Verdict)
-                                   for t in todo))
-        means = dict(zip(texts, self._pool.map(lambda t: self._mean_logprob(*t), texts)))
-        out = []
-        for plan, f in zip(plans, fired):
-            verdicts = []
-            for d, todo in zip(self.rubric.dimensions, plan):
-                if isinstance(todo, Verdict):
-                    verdicts.append(todo)
-                    continue
-                values = [means[t] for t in todo]
-                if any(v is None for v in values):  # a request that failed for good: missing, never 0
-                    verdicts.append(Verdict(None, None))
-                    continue
-                raw = values[0] - values[1] if len(values) > 1 else values[0]
-                note = f"{self.signals[d.name].kind} {raw:.3f}" if self.cfg.rationale else ""
-                verdicts.append(Verdict(*self.signals[d.name].score(raw, d), note))  # type: ignore[arg-type]
-            out.append(judgement(self.rubric, verdicts, f))
+        """Likelihood mode as HFJudge scores it (xrlhf/judge/likelihood.py), each tail's token log-probs from the
+        server's echoed prompt. Raises PromptLogprobsUnavailable where the server does not echo them."""
+        jobs = [(i, d) for i, f in enumerate(fired) for d in self.rubric.dimensions
+                if d.name not in guards.spared(f, self.rubric.dimensions)]
+        items = [(self._clip(prompts[i]), self._clip(responses[i]),
+                  self.cfg.dimensions[d.name].instruction or self.instruction, d) for i, d in jobs]
+        done = dict(zip(jobs, self.likelihood.verdicts(items, self.cfg.rationale)))
+        unscored = Verdict(None, None)  # only where the guard replaces it
+        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f)
+               for i, f in enumerate(fired)]
         self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
         return out
 
-    def _mean_logprob(self, context: str, scored: str) -> float | None:
-        """Mean logprob of `scored` after `context`, from the server's echo; None once retries are spent."""
-        key = ("likelihood", self.cfg.http.model, context, scored)
+    def tails(self, requests: list[tuple[str, str, str]]) -> list[Tail | None]:
+        """LogprobSource: each distinct tail asked once, concurrently (judge.http.concurrency)."""
+        distinct = list(dict.fromkeys(requests))
+        got = dict(zip(distinct, self._pool.map(lambda r: self._tail(*r), distinct)))
+        return [got[r] for r in requests]
+
+    def _tail(self, instruction: str, context: str, text: str) -> Tail | None:
+        """The tokens of `text` after instruction + context, from the server's echo; None once retries are spent."""
+        key = ("likelihood", self.cfg.http.model, instruction, context, text)
         with self._lock:
             cached = self._cache.get(key) if self.cfg.cache else None
         if cached is not None:
             self._count("cache_hits")
             return cached  # type: ignore[return-value]
         self._count("requests")
+        start = len(instruction + context)
         try:
-            value = self.client.prompt_logprobs(context + scored).mean_after(len(context), len(context + scored))
+            echoed = self.client.prompt_logprobs(instruction + context + text)
+            value = echoed.tail_after(start, start + len(text))
         except PromptLogprobsUnavailable:
             raise
         except CompletionError as exc:

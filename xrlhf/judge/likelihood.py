@@ -1,39 +1,54 @@
-"""Likelihood scores (the GPTScore family, Fu et al. 2023): how probable the judge model finds a response.
+"""Likelihood mode (the GPTScore family, Fu et al. 2023): five dimensions, five signals, one per dimension.
 
 A small base model cannot be asked for a digit and answer sensibly, but it does know which text is likely to
-follow a question. Each dimension reads one of two signals from the response's token log-probabilities
-(the response followed by the blank line that ends an answer, so an answer cut off mid-sentence pays for its
-unlikely ending), under an instruction that describes excellent answers and shows two:
+follow a question. Each response is scored as a tail: the response, then the blank line that ends an answer in the
+instruction's format. Two passes of the judge model give every token's log-probability after the instruction,
+with the question ("Question: ...\\nAnswer:") and without it ("Answer:"). What the judge reads of them (`Reading`):
 
-- "fit": the mean log-probability given the instruction and the question. Wrong facts, scrambled words and
-  broken sentences are unlikely text.
-- "relevance": the same minus the mean log-probability given the instruction alone, without the question (a
-  pointwise mutual information). It rewards what the question explains: an answer to another question, a
-  refusal, generic filler and padding explain little of it.
+- fit: mean log-probability of the response's tokens given the question. A wrong fact is unlikely text.
+- fluency: the same without the question: is it well-formed English whatever was asked.
+- relevance: the mean over the response's tokens of log p(token | question) - log p(token | no question), a
+  pointwise mutual information: what the question explains. Tokens inside a run of five or more words copied from
+  the prompt (guards.quoted) count zero, so quoting the question earns nothing; a rewrite keeps the credit of
+  what it changes.
+- ending: log p(blank line | question, response): does the answer end where it ends. A sentence cut off midway is
+  unlikely to end there.
 
-The raw signal maps onto the dimension's range by a logistic, score = lo + (hi - lo) * sigmoid((raw - centre) /
-scale), with the centre and scale per signal in CALIBRATION (chosen on bench/judge_quality.py as described
-there). Confidence is |2 * sigmoid(...) - 1|: how far the answer is from the calibration's midpoint.
+Each default dimension reads its own signal (DEFAULT_SIGNAL; bench/judge_quality.py prints the specificity matrix
+that chose them):
+
+- helpfulness: relevance + ending (an answer cut off midway is not a whole answer),
+- correctness: fit,
+- coherence: fluency + ending (unconditioned: well-formed and finished),
+- complexity: "level", a text measure: the reading grade (Flesch-Kincaid) against the band a general question
+  calls for; the 270M model's instruction contrasts ("an expert's answer" vs "a child's") did not separate the
+  registers (measured, BENCHMARKS.md),
+- verbosity: "length", a text measure: words against the band a short answer takes; no model signal separated a
+  curt fragment from a full answer without also being the relevance signal (measured, BENCHMARKS.md).
+
+A model signal maps onto the dimension's range by a logistic, score = lo + (hi - lo) * sigmoid((raw - centre) /
+scale), centre and scale per signal in CALIBRATION (bench/judge_quality.py --calibrate); confidence is
+|2 * sigmoid(...) - 1|. A text measure gives its quality in [0, 1] directly (measures.py) and confidence 1.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Protocol
 
+from xrlhf.judge import guards, measures
 from xrlhf.judge.rubric import Dimension
 from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs
 
-SIGNALS = ("fit", "relevance")
 # Which signal a dimension of the default rubric reads; any other dimension reads "fit" unless its config says.
-DEFAULT_SIGNAL = {"helpfulness": "relevance", "correctness": "fit", "coherence": "fit", "complexity": "relevance",
-                  "verbosity": "relevance"}
-# (centre, scale) of the logistic per signal, in nats per token. Fitted on the judge-quality set with the packaged
-# gemma-3-270m and DEFAULT_INSTRUCTION: the centre halfway between the median raw signal of the good answers and of
-# the corruptions aimed at the signal's dimensions, the scale half that gap, so the two medians score 1.1 and 2.9
-# of 4 (bench/judge_quality.py --calibrate prints the medians). Per-dimension accuracy does not depend on it;
-# the aggregate, which adds the dimensions, and the reward's spread do.
-CALIBRATION = {"fit": (-1.68, 0.32), "relevance": (0.56, 0.46)}
+DEFAULT_SIGNAL = {"helpfulness": "relevance", "correctness": "fit", "coherence": "fluency", "complexity": "level",
+                  "verbosity": "length"}
+ENDING_WEIGHT = 0.1  # nats of mean relevance / fluency per nat of the ending's log-probability
+# (centre, scale) of the logistic per model signal, in nats per token: the centre halfway between the median raw
+# signal of the good answers and of the corruptions aimed at the signal's dimension, the scale half that gap, so
+# the two medians score 1.1 and 2.9 of 4 (bench/judge_quality.py --calibrate prints the medians). Per-dimension
+# accuracy does not depend on it; the aggregate, which adds the dimensions, and the reward's spread do.
+CALIBRATION = {"fit": (-1.68, 0.32), "relevance": (0.30, 0.40), "fluency": (-2.6, 0.5)}
 
 DEFAULT_INSTRUCTION = (
     "Below are questions, each followed by an excellent answer: correct, relevant, clear, complete, and exactly "
@@ -42,6 +57,7 @@ DEFAULT_INSTRUCTION = (
     "Question: How many days are in a week?\nAnswer: A week has seven days.\n\n")
 END = "\n\n"  # what follows a complete answer in the instruction's format
 PAIR_SCALE = 0.05  # reward gap at which a pairwise preference reaches 0.88
+WITHOUT_QUESTION = "Answer:"
 
 
 def preference(first: float | None, second: float | None) -> float | None:
@@ -66,45 +82,163 @@ def with_question(prompt: str) -> str:
     return f"Question: {prompt}\nAnswer:"
 
 
-WITHOUT_QUESTION = "Answer:"
-
-
 def tail(response: str) -> str:
     """The scored text: the response, then the blank line that ends a complete answer."""
     return " " + response.strip() + END
 
 
-def contexts(prompt: str, kind: str) -> tuple[str, ...]:
-    """What precedes the tail after the instruction: with the question, and for "relevance" also without it."""
-    return (with_question(prompt), WITHOUT_QUESTION) if kind == "relevance" else (with_question(prompt),)
+@dataclass(frozen=True)
+class Tail:
+    """One scored tail: each token's log-probability and its character span in the tail's text."""
+
+    logprobs: tuple[float, ...]
+    spans: tuple[tuple[int, int], ...]
+
+
+class LogprobSource(Protocol):
+    """Token log-probabilities of texts after contexts: the local model (LocalLogprobs) or a server (http.py)."""
+
+    def tails(self, requests: list[tuple[str, str, str]]) -> list[Tail | None]:
+        """Per (instruction, context, tail text): the tail's tokens after instruction + context; None if failed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the likelihood judge reads of one response under one instruction (the module docstring)."""
+
+    fit: float
+    fluency: float
+    relevance: float
+    ending: float
+    plain_ending: float
+    quoted: float  # share of the response's words quoted from the prompt (no relevance credit)
+
+
+def read(prompt: str, response: str, asked: Tail, unasked: Tail) -> Reading:
+    """The Reading of a response from its tail after the question (asked) and without it (unasked)."""
+    body_end = len(" " + response.strip())  # tokens starting here or later are the ending's blank line
+    spans = [(s + 1, e + 1) for s, e in guards.quoted(prompt, response.strip())]
+
+    def split(t: Tail) -> tuple[list[float], list[bool], float]:
+        body, copied, ending = [], [], 0.0
+        for lp, (s, e) in zip(t.logprobs, t.spans):
+            if s >= body_end:
+                ending += lp
+            else:
+                body.append(lp)
+                copied.append(any(a <= s and e <= b for a, b in spans))
+        return body, copied, ending
+
+    q, copied, ending = split(asked)
+    a, copied_a, plain_ending = split(unasked)
+    n = max(1, len(q))
+    # Tokenised alone (the local judge) both tails have the same tokens; a server tokenises context + tail together
+    # and may split the first token differently: relevance then pairs the two means, without the copied tokens.
+    if len(q) == len(a):
+        relevance = sum(x - y for x, y, c in zip(q, a, copied) if not c) / n
+    else:
+        relevance = (sum(x for x, c in zip(q, copied) if not c) / n
+                     - sum(y for y, c in zip(a, copied_a) if not c) / max(1, len(a)))
+    return Reading(fit=sum(q) / n, fluency=sum(a) / max(1, len(a)), relevance=relevance, ending=ending,
+                   plain_ending=plain_ending, quoted=guards.quoted_share(prompt, response))
 
 
 @dataclass(frozen=True)
 class Signal:
-    """One dimension's raw likelihood signal and the logistic that maps it onto the dimension's range."""
+    """One dimension's signal: a model signal (a raw value from the Reading, mapped by a logistic) or a text
+    measure (measures.py, its quality in [0, 1] from the prompt and response alone)."""
 
     kind: str
-    centre: float
-    scale: float
+    centre: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def reads_model(self) -> bool:
+        return self.kind in MODEL_SIGNALS
+
+    def raw(self, reading: Reading) -> float:
+        return MODEL_SIGNALS[self.kind](reading)
 
     def score(self, raw: float, dim: Dimension) -> tuple[float, float]:
-        """(score in [lo, hi], confidence); the score is quality: higher is better whatever dim.direction says,
-        so a direction=lower dimension gets the mirrored score and normalises back to the same quality."""
+        """(score in [lo, hi], confidence) of a model signal's raw value; the score is quality: higher is better
+        whatever dim.direction says, so a direction=lower dimension gets the mirrored score and normalises back to
+        the same quality."""
         n = 1.0 / (1.0 + math.exp(-(raw - self.centre) / self.scale))
-        x = n if dim.direction == "higher" else 1.0 - n
-        return dim.lo + x * (dim.hi - dim.lo), abs(2.0 * n - 1.0)
+        return _ranged(n, dim), abs(2.0 * n - 1.0)
+
+
+def _ranged(quality: float, dim: Dimension) -> float:
+    x = quality if dim.direction == "higher" else 1.0 - quality
+    return dim.lo + x * (dim.hi - dim.lo)
+
+
+MODEL_SIGNALS: dict[str, Callable[[Reading], float]] = {
+    "fit": lambda r: r.fit,
+    "relevance": lambda r: r.relevance + ENDING_WEIGHT * r.ending,
+    "fluency": lambda r: r.fluency + ENDING_WEIGHT * r.plain_ending,
+}
+SIGNALS = (*MODEL_SIGNALS, *measures.MEASURES)
 
 
 def signal_for(name: str, kind: str | None) -> Signal:
     kind = kind or DEFAULT_SIGNAL.get(name, "fit")
     if kind not in SIGNALS:
         raise ValueError(f"judge.dimensions.{name}.signal = {kind!r}: expected one of {SIGNALS}")
-    return Signal(kind, *CALIBRATION[kind])
+    return Signal(kind, *CALIBRATION[kind]) if kind in CALIBRATION else Signal(kind)
 
 
-class LikelihoodScorer:
-    """Raw signals for (sample, dimension) pairs, each distinct text computed once: dimensions that share an
-    instruction share their forward passes, and the instruction's KV cache is computed once per judge."""
+def note(signal: Signal, raw: float, reading: Reading | None) -> str:
+    """The rationale of one likelihood verdict: the signal, its raw value, and what quoting was discounted."""
+    text = f"{signal.kind} {raw:.3f}"
+    if reading is not None and signal.kind == "relevance" and reading.quoted > 0:
+        text += f" ({reading.quoted:.0%} of its words quoted from the prompt: no relevance credit)"
+    return text
+
+
+class LikelihoodMode:
+    """The likelihood judge over any log-prob source: each (prompt, response, instruction) read once, whatever number
+    of dimensions read it; text measures need no pass at all."""
+
+    def __init__(self, source: LogprobSource, signals: dict[str, Signal]) -> None:
+        self.source, self.signals = source, signals
+
+    def readings(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], Reading | None]:
+        """The Reading of each distinct (prompt, response, instruction): two tails each, asked of the source at once."""
+        wanted = list(dict.fromkeys(keys))
+        requests = [(ins, ctx, tail(r)) for p, r, ins in wanted for ctx in (with_question(p), WITHOUT_QUESTION)]
+        got = self.source.tails(requests) if requests else []
+        out: dict[tuple[str, str, str], Reading | None] = {}
+        for k, (p, r, ins) in enumerate(wanted):
+            asked, unasked = got[2 * k], got[2 * k + 1]
+            out[(p, r, ins)] = None if asked is None or unasked is None else read(p, r, asked, unasked)
+        return out
+
+    def verdicts(self, items: list[tuple[str, str, str, Dimension]], rationale: bool) -> list[Any]:
+        """One Verdict per (prompt, response, instruction, dimension); None as score where a request failed."""
+        from xrlhf.judge.base import Verdict
+
+        readings = self.readings([(p, r, ins) for p, r, ins, d in items
+                                  if r.strip() and self.signals[d.name].reads_model])
+        out = []
+        for p, r, ins, d in items:
+            sig = self.signals[d.name]
+            if not r.strip():  # nothing to score; the empty guard, when on, says so too
+                out.append(Verdict(_ranged(0.0, d), 1.0, "empty response: no token to score"))
+            elif not sig.reads_model:
+                quality, why = measures.MEASURES[sig.kind](p, r)
+                out.append(Verdict(_ranged(quality, d), 1.0, f"{sig.kind}: {why}" if rationale else ""))
+            elif (reading := readings[(p, r, ins)]) is None:
+                out.append(Verdict(None, None))  # a request that failed for good: missing, never 0
+            else:
+                raw = sig.raw(reading)
+                out.append(Verdict(*sig.score(raw, d), note(sig, raw, reading) if rationale else ""))
+        return out
+
+
+class LocalLogprobs:
+    """LogprobSource of a local causal LM: the tails of one (instruction, context) share that prefix's pass, and the
+    instruction's KV cache is computed once per judge (grouped_tail_logprobs)."""
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
@@ -118,46 +252,24 @@ class LikelihoodScorer:
             self._heads[instruction] = PrefixCache(self._ids(instruction, special=True))
         return self._heads[instruction]
 
-    def raw(self, items: list[tuple[str, str, str, str]]) -> list[float | None]:
-        """Raw signal per (prompt, response, instruction, kind); None for an empty response (no token to score).
-
-        The samples of one prompt share its question: each (instruction, context) is a prefix computed once, with
-        every response scored after it (grouped_tail_logprobs)."""
-        texts: dict[tuple[str, str, str], int] = {}  # (instruction, context, response) -> row
-        groups: dict[tuple[str, str], list[int]] = {}  # (instruction, context) -> its rows
-        tails: list[list[int]] = []
-
-        def row(instruction: str, context: str, response: str) -> int:
-            key = (instruction, context, response)
-            if key not in texts:
-                texts[key] = len(tails)
-                groups.setdefault((instruction, context), []).append(len(tails))
-                tails.append(self._ids(tail(response)))
-            return texts[key]
-
-        plan = []
-        for prompt, response, instruction, kind in items:
-            if not response.strip():
-                plan.append(None)
-                continue
-            rows = [row(instruction, context, response) for context in contexts(prompt, kind)]
-            plan.append((rows[0], rows[1] if len(rows) > 1 else None))
-        logprobs: list[Any] = [None] * len(tails)
+    def tails(self, requests: list[tuple[str, str, str]]) -> list[Tail | None]:
+        rows: dict[tuple[str, str, str], int] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
+        for ins, ctx, text in requests:
+            if (ins, ctx, text) not in rows:
+                rows[(ins, ctx, text)] = len(rows)
+                groups.setdefault((ins, ctx), []).append(text)
+        encoded = {text: self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                   for text in dict.fromkeys(t for _, _, t in requests)}
+        done: dict[tuple[str, str, str], Tail] = {}
         for instruction in dict.fromkeys(i for i, _ in groups):  # one call per instruction, on its cache
             keys = [k for k in groups if k[0] == instruction]
             head = self._head(instruction)
             scored = grouped_tail_logprobs(
-                self.model, [(head.ids + self._ids(context), [tails[r] for r in groups[(instruction, context)]])
-                             for _, context in keys], self.batch_size, head)
-            for key, lps in zip(keys, scored):
-                for r, lp in zip(groups[key], lps):
-                    logprobs[r] = lp
-        out: list[float | None] = []
-        for p in plan:
-            if p is None:
-                out.append(None)
-                continue
-            cond, plain = p
-            value = logprobs[cond].mean().item()
-            out.append(value if plain is None else value - logprobs[plain].mean().item())
-        return out
+                self.model, [(head.ids + self._ids(ctx), [encoded[t]["input_ids"] for t in groups[(ins, ctx)]])
+                             for ins, ctx in keys], self.batch_size, head)
+            for (ins, ctx), lps in zip(keys, scored):
+                for text, lp in zip(groups[(ins, ctx)], lps):
+                    spans = tuple(tuple(s) for s in encoded[text]["offset_mapping"])
+                    done[(ins, ctx, text)] = Tail(tuple(lp.tolist()), spans)  # type: ignore[arg-type]
+        return [done[r] for r in requests]

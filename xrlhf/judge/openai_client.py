@@ -40,13 +40,18 @@ class PromptLogprobs:
     token_logprobs: list[float | None]
     text_offset: list[int]
 
-    def mean_after(self, start: int, end: int) -> float:
-        """Mean logprob of the tokens that start in text[start:end] (a token across `start` belongs to the context)."""
-        lps = [lp for lp, at in zip(self.token_logprobs, self.text_offset) if start <= at < end]
-        if not lps or any(lp is None for lp in lps):
+    def tail_after(self, start: int, end: int) -> Any:
+        """The likelihood Tail of the tokens that start in text[start:end] (a token across `start` belongs to the
+        context; the completion's own token after `end` is not the prompt's): their logprobs and character spans,
+        relative to `start`."""
+        from xrlhf.judge.likelihood import Tail
+
+        picked = [(lp, at - start) for lp, at in zip(self.token_logprobs, self.text_offset) if start <= at < end]
+        if not picked or any(lp is None for lp, _ in picked):
             raise PromptLogprobsUnavailable(f"no log-probability for the tokens in characters {start}-{end} of the "
                                             f"echoed prompt")
-        return sum(lps) / len(lps)  # type: ignore[arg-type]
+        ends = [at for _, at in picked[1:]] + [end - start]
+        return Tail(tuple(lp for lp, _ in picked), tuple((at, end) for (_, at), end in zip(picked, ends)))
 
 
 @dataclass
