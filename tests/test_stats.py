@@ -148,3 +148,38 @@ def test_interpolate_at_and_step_noise():
     # differences +1, -1, +1: sample variance 4/3, / 2 -> 2/3
     assert step_noise([0, 1, 0, 1]) == pytest.approx(math.sqrt(2 / 3))
     assert math.isnan(step_noise([1, None, 2]))
+
+
+def test_t_p_value_and_holm_by_hand():
+    from xrlhf.stats import holm, t_p_value
+
+    # [1, 2, 3]: t = 2 / (1/√3) = 3.4641, df 2: P(|T| < t) = t/√(2 + t²) = 0.92582 → p = 0.07418
+    assert t_p_value([1, 2, 3]) == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-9)
+    assert t_p_value([-1, -2, -3]) == t_p_value([1, 2, 3])
+    assert t_p_value([0.5, 0.5]) == 0.0 and t_p_value([0, 0]) == 1.0 and math.isnan(t_p_value([1.0]))
+    # sorted 0.01, 0.03, 0.04 → 3·0.01 = 0.03, 2·0.03 = 0.06, max(0.06, 1·0.04) = 0.06; a nan is not counted
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm([0.02, math.nan, 0.6])
+    assert adjusted[0] == pytest.approx(0.04) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.6)
+
+
+def test_bootstrap_mean_ci_is_seeded_and_brackets_the_mean():
+    from xrlhf.stats import bootstrap_mean_ci
+
+    assert bootstrap_mean_ci([0.25] * 5) == (0.25, 0.25, 0.25)
+    xs = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    mean, lo, hi = bootstrap_mean_ci(xs, resamples=2000)
+    assert mean == 0.625 and 0.0 <= lo < mean < hi <= 1.0
+    assert bootstrap_mean_ci(xs, resamples=2000) == (mean, lo, hi)  # seeded
+    assert math.isnan(bootstrap_mean_ci([1.0])[1]) and math.isnan(bootstrap_mean_ci([None])[0])
+
+
+def test_linear_trend_by_hand():
+    from xrlhf.stats import linear_trend
+
+    assert linear_trend([1, 2, 3, 4]) == pytest.approx((1.0, 0.0))
+    # [0, 1, 0, 1]: x̄ 1.5, ȳ 0.5, Sxy 1, Sxx 5 → slope 0.2; residuals −0.2, 0.6, −0.6, 0.2 → √(0.8 / 2)
+    assert linear_trend([0, 1, 0, 1]) == pytest.approx((0.2, math.sqrt(0.4)))
+    # a missing value keeps the others at their own steps: 1, _, 3, 4 lie on y = x + 1
+    assert linear_trend([1, None, 3, 4]) == pytest.approx((1.0, 0.0))
+    assert all(math.isnan(v) for v in linear_trend([1, 2]))

@@ -1,4 +1,5 @@
-"""Small statistics for comparing runs honestly: intervals over seeds, win rates, convergence, KL spikes.
+"""Small statistics for comparing runs honestly: intervals over seeds and prompts, p-values with Holm's correction,
+win rates, trends, convergence, KL spikes.
 
 Pure functions over plain sequences; None and NaN mean "no value" everywhere and are dropped, never zero.
 No SciPy: the t quantile comes from the closed-form Student t CDF for integer degrees of freedom
@@ -7,6 +8,7 @@ No SciPy: the t quantile comes from the closed-form Student t CDF for integer de
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Sequence
@@ -84,6 +86,55 @@ def mean_ci(values: Sequence[Number], confidence: float = 0.95) -> tuple[float, 
         return mean, math.nan, math.nan
     half = t_critical(confidence, len(xs) - 1) * math.sqrt(_sample_var(xs) / len(xs))
     return mean, mean - half, mean + half
+
+
+def t_p_value(values: Sequence[Number]) -> float:
+    """Two-sided p of the one-sample t test of mean 0 over seeds; nan with fewer than two values, 0 when they
+    agree exactly and are not 0."""
+    xs = finite(values)
+    if len(xs) < 2:
+        return math.nan
+    mean, var = sum(xs) / len(xs), _sample_var(xs)
+    if var == 0:
+        return 1.0 if mean == 0 else 0.0
+    return 1 - _t_two_sided_mass(abs(mean) / math.sqrt(var / len(xs)), len(xs) - 1)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values in the input's order: the k-th smallest is max over j <= k of (m − j + 1)·p_(j),
+    capped at 1. A family of claims holds at level α where its adjusted p < α; nan stays nan and is not counted."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    out, running = [math.nan] * len(p_values), 0.0
+    for k, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - k) * p))
+        out[i] = running
+    return out
+
+
+def bootstrap_mean_ci(values: Sequence[Number], confidence: float = 0.95, resamples: int = 10_000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): percentile bootstrap interval of the mean, resampling the values with replacement.
+
+    With per-prompt differences (tuned − base on the same prompt, averaged over seeds) it is the paired bootstrap
+    over prompts. Seeded, so a number written from it can be recomputed exactly; one value has no interval.
+    """
+    xs = finite(values)
+    if not xs:
+        return math.nan, math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return mean, math.nan, math.nan
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(xs, k=len(xs))) / len(xs) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return mean, _quantile(means, tail), _quantile(means, 1 - tail)
+
+
+def _quantile(ys: list[float], q: float) -> float:
+    """Linear interpolation between order statistics of sorted ys (numpy's default)."""
+    pos = q * (len(ys) - 1)
+    lo = math.floor(pos)
+    return ys[lo] + (ys[min(lo + 1, len(ys) - 1)] - ys[lo]) * (pos - lo)
 
 
 def prompt_wins(p_first: Sequence[Number], p_second: Sequence[Number]) -> tuple[list[float], int]:
@@ -275,3 +326,17 @@ def step_noise(series: Sequence[Number]) -> float:
         return math.nan
     diffs = [b - a for a, b in zip(xs, xs[1:])]
     return math.sqrt(_sample_var(diffs) / 2)
+
+
+def linear_trend(series: Sequence[Number]) -> tuple[float, float]:
+    """(slope per step, residual std) of the least-squares line through a curve's finite values at their step
+    index; the residual std has n − 2 degrees of freedom, so (nan, nan) below three values."""
+    pts = [(float(i), float(v)) for i, v in enumerate(series) if v is not None and math.isfinite(v)]
+    if len(pts) < 3:
+        return math.nan, math.nan
+    x_mean = sum(x for x, _ in pts) / len(pts)
+    y_mean = sum(y for _, y in pts) / len(pts)
+    slope = sum((x - x_mean) * (y - y_mean) for x, y in pts) / sum((x - x_mean) ** 2 for x, _ in pts)
+    # residual e = y − (ȳ + b·(x − x̄)); s = √(Σe² / (n − 2))
+    sse = sum((y - y_mean - slope * (x - x_mean)) ** 2 for x, y in pts)
+    return slope, math.sqrt(sse / (len(pts) - 2))
