@@ -66,6 +66,8 @@ def test_difference_b_higher():
     assert d.diff == -3 and d.verdict == B_HIGHER
     assert d.lo == pytest.approx(-3 - 2.77645 * math.sqrt(2 / 3), abs=1e-4)
     assert difference_within_noise([4, 5, 6], [1, 2, 3]).verdict == A_HIGHER
+    # t = 3 / 0.8165 = 3.674, df 4: two-sided p = 0.02131 (a printed t table puts 3.674 between 0.02 and 0.025)
+    assert d.p == pytest.approx(0.0213116, abs=1e-6)
 
 
 def test_difference_within_noise_and_cannot_tell():

@@ -180,12 +180,14 @@ def win_rate_ci(per_prompt_wins: Sequence[Number], confidence: float = 0.95) -> 
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(a) - mean(b) with its Welch interval and a verdict: a higher | b higher | within noise | cannot tell."""
+    """mean(a) - mean(b) with its Welch interval, a verdict (a higher | b higher | within noise | cannot tell) and
+    the two-sided p of the Welch t statistic (for a Holm family; nan where there is no interval)."""
 
     diff: float
     lo: float
     hi: float
     verdict: str
+    p: float = math.nan
 
 
 def difference_within_noise(a_values: Sequence[Number], b_values: Sequence[Number],
@@ -203,14 +205,15 @@ def difference_within_noise(a_values: Sequence[Number], b_values: Sequence[Numbe
     va, vb = _sample_var(a) / len(a), _sample_var(b) / len(b)
     se2 = va + vb
     if se2 == 0:
-        half = 0.0
+        half, p = 0.0, 1.0 if diff == 0 else 0.0
     else:
-        # Welch–Satterthwaite degrees of freedom
+        # Welch–Satterthwaite degrees of freedom, floored for p as for the interval (the conservative side)
         df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
         half = t_critical(confidence, df) * math.sqrt(se2)
+        p = 1 - _t_two_sided_mass(abs(diff) / math.sqrt(se2), int(math.floor(df + 1e-9)))
     lo, hi = diff - half, diff + half
     verdict = WITHIN_NOISE if lo <= 0 <= hi else (A_HIGHER if diff > 0 else B_HIGHER)
-    return Difference(diff, lo, hi, verdict)
+    return Difference(diff, lo, hi, verdict, p)
 
 
 def smooth(values: Sequence[Number], window: int) -> list[float]:
