@@ -155,8 +155,9 @@ def calibrate(items: list[dict[str, Any]]) -> None:
         sel = [it for it in items if it["target"] in dims and it["bad"].strip() and not guards.check(it["prompt"], it["bad"])]
         goods = sorted({(it["prompt"], it["good"]) for it in sel})
         sig = signal_for(next(iter(dims)), kind)
-        got = judge.likelihood.readings([(p, a, DEFAULT_INSTRUCTION) for p, a in goods]
-                                        + [(it["prompt"], it["bad"], DEFAULT_INSTRUCTION) for it in sel])
+        keys = [(p, a, DEFAULT_INSTRUCTION) for p, a in goods] + [(it["prompt"], it["bad"], DEFAULT_INSTRUCTION)
+                                                                  for it in sel]
+        got = judge.likelihood.readings({k: set(sig.passes) for k in keys})
         g = statistics.median(sig.raw(got[(p, a, DEFAULT_INSTRUCTION)]) for p, a in goods)
         b = statistics.median(sig.raw(got[(it["prompt"], it["bad"], DEFAULT_INSTRUCTION)]) for it in sel)
         print(f"{kind} ({', '.join(sorted(dims))}): median good {g:.3f}, median targeted corruption {b:.3f} -> "

@@ -3,6 +3,7 @@
 Mechanics on the tiny offline model; what the packaged gemma judge measures on the quality set is in the slow
 tests at the end (and bench/judge_quality.py)."""
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,9 @@ import torch
 from xrlhf.config import ConfigError, JudgeConfig, load_config
 from xrlhf.judge import guards
 from xrlhf.judge.hf import HFJudge
-from xrlhf.judge.likelihood import CALIBRATION, DEFAULT_INSTRUCTION, END, Signal, signal_for, with_question
+from xrlhf.judge import measures
+from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEIGHT, END, Signal, Tail, read,
+                                     signal_for, with_question)
 from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
 from xrlhf.judge.rubric import Dimension
 from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs, tail_logprobs
@@ -94,11 +97,15 @@ def test_signal_maps_onto_the_range_and_mirrors_direction_lower():
     assert signal_for("helpfulness", "fit").centre == CALIBRATION["fit"][0]
 
 
-def test_likelihood_judge_reads_fit_and_relevance_from_the_model():
-    """Scores on tiny: 'fit' is the mean log-prob given the question, 'relevance' that minus the one without it,
-    each through the calibration; an empty response gets the worst score with its reason; compare is order-free."""
+def test_likelihood_judge_reads_each_dimension_s_own_signal_from_the_model():
+    """Scores on tiny: 'fit' is the mean log-prob of the response's tokens given the question; 'relevance' the mean
+    of that minus the one without the question, plus ENDING_WEIGHT times the log-prob of the blank line that ends it;
+    'fluency' the mean without the question plus the same weight on its ending there; each through its calibration.
+    The text measures need no model. An empty response gets the worst score with its reason; compare is
+    order-free."""
     cfg = JudgeConfig(model="tiny", cache=False, rationale=True, guards=False,
-                      dimensions={**DIMS, "coherence": {"definition": "Clear.", "signal": "fit"}})
+                      dimensions={**DIMS, "coherence": {"definition": "Clear.", "signal": "fluency"},
+                                  "verbosity": {"definition": "Detail.", "signal": "length"}})
     assert cfg.mode == "likelihood"
     judge = HFJudge(cfg, "tiny")
     tok, model = judge.tokenizer, judge.model
@@ -106,21 +113,98 @@ def test_likelihood_judge_reads_fit_and_relevance_from_the_model():
     j = judge.score([prompt], [response])[0]
     head = tok(DEFAULT_INSTRUCTION)["input_ids"]
     tail = tok(" " + response + END, add_special_tokens=False)["input_ids"]
+    n_end = len(tail) - len(tok(" " + response, add_special_tokens=False)["input_ids"])
+    assert n_end >= 1
     cond = _plain_tail(model, head + tok(with_question(prompt), add_special_tokens=False)["input_ids"] + tail, len(tail))
     plain = _plain_tail(model, head + tok("Answer:", add_special_tokens=False)["input_ids"] + tail, len(tail))
-    d = judge.rubric.dimension("correctness")
-    assert j.scores["correctness"] == pytest.approx(Signal("fit", *CALIBRATION["fit"]).score(cond.mean().item(), d)[0],
-                                                    abs=1e-4)
-    rel = Signal("relevance", *CALIBRATION["relevance"]).score((cond - plain).mean().item(), d)[0]
-    assert j.scores["helpfulness"] == pytest.approx(rel, abs=1e-4)
-    assert j.scores["coherence"] == j.scores["correctness"]  # same signal, same instruction: one computation
-    assert j.rationale["helpfulness"].startswith("relevance ")
+    body, end = slice(0, len(tail) - n_end), slice(len(tail) - n_end, None)
+    scored = {"correctness": ("fit", cond[body].mean().item()),
+              "helpfulness": ("relevance", (cond - plain)[body].mean().item() + ENDING_WEIGHT * cond[end].sum().item()),
+              "coherence": ("fluency", plain[body].mean().item() + ENDING_WEIGHT * plain[end].sum().item())}
+    for dim, (kind, raw) in scored.items():
+        d = judge.rubric.dimension(dim)
+        assert j.scores[dim] == pytest.approx(Signal(kind, *CALIBRATION[kind]).score(raw, d)[0], abs=1e-4), dim
+        assert j.rationale[dim].startswith(f"{kind} ")
+    quality, why = measures.length(prompt, response)
+    assert j.scores["verbosity"] == pytest.approx(4 * quality) and j.confidence["verbosity"] == 1.0
+    assert j.rationale["verbosity"] == f"length: {why}"
     empty = judge.score([prompt], ["  "])[0]
-    assert empty.scores == {"helpfulness": 0.0, "correctness": 0.0, "coherence": 0.0} and empty.reward == 0.0
+    assert set(empty.scores.values()) == {0.0} and empty.reward == 0.0
     assert "no token to score" in empty.rationale["helpfulness"]
     ab = judge.compare([prompt, prompt], ["Red is a colour.", "Blue."], ["Blue.", "Red is a colour."])
     ba = judge.compare([prompt, prompt], ["Blue.", "Red is a colour."], ["Red is a colour.", "Blue."])
-    assert all(x is not None and abs(x + y - 1.0) < 1e-9 for x, y in zip(ab, ba))
+    assert all(x is not None and abs(x + y - 1.0) < 1e-6 for x, y in zip(ab, ba))  # rows packed in another order
+
+
+def test_a_dimension_asks_only_the_passes_its_signal_reads():
+    """fit reads the tail after the question, fluency the one without it: a rubric of both asks each once per sample;
+    a rubric of text measures asks nothing."""
+    judge = HFJudge(JudgeConfig(model="tiny", cache=False, guards=False, dimensions={
+        "correctness": {"definition": "x", "signal": "fit"}}), "tiny")
+    asked = []
+    real = judge.likelihood.source.tails
+    judge.likelihood.source.tails = lambda requests: asked.extend(requests) or real(requests)
+    judge.score(["Q one?", "Q two?"], ["An answer.", "Another answer."])
+    assert [c for _, c, _ in asked] == [with_question("Q one?"), with_question("Q two?")]
+    text_only = HFJudge(JudgeConfig(model="tiny", cache=False, dimensions={
+        "verbosity": {"definition": "x", "signal": "length"}, "complexity": {"definition": "y", "signal": "level"}}),
+        "tiny")
+    text_only.likelihood.source.tails = lambda requests: pytest.fail("a text measure asked the model")
+    plain = "The capital of Australia is Canberra, a city built as a compromise between two others."
+    assert text_only.score(["Q?"], [plain])[0].reward == 1.0
+
+
+def _tail(text: str, lps: list[float]) -> Tail:
+    """A Tail of whitespace-split pieces of text (each piece one token, its leading space included)."""
+    spans, at = [], 0
+    for piece in text.replace("\n\n", " \n\n").split(" ")[1:]:
+        start = text.index(piece, at) - (1 if piece != "\n\n" else 0)
+        spans.append((start, start + len(piece) + (1 if piece != "\n\n" else 0)))
+        at = spans[-1][1]
+    assert len(spans) == len(lps)
+    return Tail(tuple(lps), tuple(spans))
+
+
+def test_quoted_words_earn_no_relevance_and_the_rationale_says_so():
+    """Relevance sums each token's log p(with question) - log p(without) over the response, the tokens of a run of
+    five or more words copied from the prompt counting zero, divided by all of the response's tokens."""
+    prompt = "Please give me the key point of this email in one line: the office will close early on Friday."
+    response = "Key point: the office will close early on Friday."
+    text = " " + response + END
+    words = response.split()
+    asked = _tail(text, [-1.0] * len(words) + [-0.5])
+    unasked = _tail(text, [-3.0] * len(words) + [-2.0])
+    r = read(prompt, response, asked, unasked)
+    copied = len("the office will close early on Friday.".split())
+    assert r.relevance == pytest.approx(2.0 * (len(words) - copied) / len(words))
+    assert r.fit == pytest.approx(-1.0) and r.fluency == pytest.approx(-3.0)
+    assert r.ending == pytest.approx(-0.5) and r.plain_ending == pytest.approx(-2.0)
+    assert r.quoted == pytest.approx(copied / len(words))
+    unquoted = read("Summarise the memo.", response, asked, unasked)
+    assert unquoted.relevance == pytest.approx(2.0) and unquoted.quoted == 0.0
+    judge = HFJudge(JudgeConfig(model="tiny", cache=False, rationale=True, guards=False), "tiny")
+    j = judge.score([prompt], [response])[0]
+    assert f"{copied / len(words):.0%} of its words quoted from the prompt: no relevance credit" \
+        in j.rationale["helpfulness"]
+
+
+def test_text_measures_by_hand():
+    assert measures.syllables("banana") == 3 and measures.syllables("make") == 1 and measures.syllables("table") == 2
+    # 0.39 * 4 words / 1 sentence + 11.8 * 5 syllables / 4 words - 15.59
+    assert measures.grade("The cat sat quietly.") == pytest.approx(0.39 * 4 + 11.8 * 5 / 4 - 15.59)
+    lo, hi = measures.LENGTH_BAND
+    assert measures.length("Q?", " ".join(["word"] * lo))[0] == 1.0
+    assert measures.length("Q?", " ".join(["word"] * hi * 2))[0] == pytest.approx(1 - 1 / measures.FALLOFF_ABOVE)
+    assert measures.length("Q?", " ".join(["word"] * (lo // 2)))[0] \
+        == pytest.approx(1 - math.log2(lo / (lo // 2)) / measures.FALLOFF_BELOW)
+    assert measures.length("Answer in one line: Q?", " ".join(["word"] * 35))[0] < 1.0  # the question's own cue
+    assert measures.level("Q?", "Paris.") == (1.0, "1 words: too short to grade")
+    plain = "The capital of Australia is Canberra, a city built as a compromise between two others."
+    jargon = ("Canberra constitutes the de jure seat of Commonwealth governance, a purpose-built administrative "
+              "enclave sited as a geopolitical compromise between metropolitan conurbations.")
+    childish = "Guess what? It is Canberra! Yay! Two big towns could not pick. So they made a new one!"
+    assert measures.level("Q?", plain)[0] == 1.0 > measures.level("Q?", jargon)[0]
+    assert measures.level("Q?", childish)[0] < 1.0
 
 
 def test_mode_defaults_by_backend_and_likelihood_needs_log_probabilities():

@@ -43,12 +43,12 @@ from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs
 # Which signal a dimension of the default rubric reads; any other dimension reads "fit" unless its config says.
 DEFAULT_SIGNAL = {"helpfulness": "relevance", "correctness": "fit", "coherence": "fluency", "complexity": "level",
                   "verbosity": "length"}
-ENDING_WEIGHT = 0.1  # nats of mean relevance / fluency per nat of the ending's log-probability
+ENDING_WEIGHT = 0.3  # nats of mean relevance / fluency per nat of the ending's log-probability
 # (centre, scale) of the logistic per model signal, in nats per token: the centre halfway between the median raw
 # signal of the good answers and of the corruptions aimed at the signal's dimension, the scale half that gap, so
 # the two medians score 1.1 and 2.9 of 4 (bench/judge_quality.py --calibrate prints the medians). Per-dimension
 # accuracy does not depend on it; the aggregate, which adds the dimensions, and the reward's spread do.
-CALIBRATION = {"fit": (-1.68, 0.32), "relevance": (0.30, 0.40), "fluency": (-2.6, 0.5)}
+CALIBRATION = {"fit": (-1.682, 0.246), "relevance": (0.228, 0.735), "fluency": (-4.796, 2.095)}
 
 DEFAULT_INSTRUCTION = (
     "Below are questions, each followed by an excellent answer: correct, relevant, clear, complete, and exactly "
@@ -105,20 +105,28 @@ class LogprobSource(Protocol):
 
 @dataclass(frozen=True)
 class Reading:
-    """What the likelihood judge reads of one response under one instruction (the module docstring)."""
+    """What the likelihood judge reads of one response under one instruction (the module docstring); a field whose
+    pass no dimension needed is None."""
 
-    fit: float
-    fluency: float
-    relevance: float
-    ending: float
-    plain_ending: float
+    fit: float | None
+    fluency: float | None
+    relevance: float | None
+    ending: float | None
+    plain_ending: float | None
     quoted: float  # share of the response's words quoted from the prompt (no relevance credit)
 
 
-def read(prompt: str, response: str, asked: Tail, unasked: Tail) -> Reading:
+def read(prompt: str, response: str, asked: Tail | None, unasked: Tail | None) -> Reading:
     """The Reading of a response from its tail after the question (asked) and without it (unasked)."""
+    text = tail(response)
     body_end = len(" " + response.strip())  # tokens starting here or later are the ending's blank line
-    spans = [(s + 1, e + 1) for s, e in guards.quoted(prompt, response.strip())]
+    spans = [(s + 1, e + 1) for s, e in guards.quoted(prompt, response.strip())]  # in the tail's characters
+
+    def copied_token(s: int, e: int) -> bool:
+        """Its letters and digits (its punctuation, if it has none) inside one quoted span."""
+        chars = [k for k in range(s, min(e, len(text))) if text[k].isalnum()] or \
+            [k for k in range(s, min(e, len(text))) if not text[k].isspace()]
+        return bool(chars) and any(a <= chars[0] and chars[-1] < b for a, b in spans)
 
     def split(t: Tail) -> tuple[list[float], list[bool], float]:
         body, copied, ending = [], [], 0.0
@@ -127,21 +135,28 @@ def read(prompt: str, response: str, asked: Tail, unasked: Tail) -> Reading:
                 ending += lp
             else:
                 body.append(lp)
-                copied.append(any(a <= s and e <= b for a, b in spans))
+                copied.append(copied_token(s, e))
         return body, copied, ending
 
-    q, copied, ending = split(asked)
-    a, copied_a, plain_ending = split(unasked)
-    n = max(1, len(q))
-    # Tokenised alone (the local judge) both tails have the same tokens; a server tokenises context + tail together
-    # and may split the first token differently: relevance then pairs the two means, without the copied tokens.
-    if len(q) == len(a):
-        relevance = sum(x - y for x, y, c in zip(q, a, copied) if not c) / n
-    else:
-        relevance = (sum(x for x, c in zip(q, copied) if not c) / n
-                     - sum(y for y, c in zip(a, copied_a) if not c) / max(1, len(a)))
-    return Reading(fit=sum(q) / n, fluency=sum(a) / max(1, len(a)), relevance=relevance, ending=ending,
-                   plain_ending=plain_ending, quoted=guards.quoted_share(prompt, response))
+    fit = fluency = relevance = ending = plain_ending = None
+    if asked is not None:
+        q, copied, ending = split(asked)
+        fit = sum(q) / max(1, len(q))
+    if unasked is not None:
+        a, copied_a, plain_ending = split(unasked)
+        fluency = sum(a) / max(1, len(a))
+    if asked is not None and unasked is not None:
+        n = max(1, len(q))
+        # Tokenised alone (the local judge) both tails have the same tokens; a server tokenises context + tail
+        # together and may split the first token differently: relevance then pairs the two means, without the
+        # copied tokens.
+        if len(q) == len(a):
+            relevance = sum(x - y for x, y, c in zip(q, a, copied) if not c) / n
+        else:
+            relevance = (sum(x for x, c in zip(q, copied) if not c) / n
+                         - sum(y for y, c in zip(a, copied_a) if not c) / max(1, len(a)))
+    return Reading(fit=fit, fluency=fluency, relevance=relevance, ending=ending, plain_ending=plain_ending,
+                   quoted=guards.quoted_share(prompt, response))
 
 
 @dataclass(frozen=True)
@@ -157,8 +172,13 @@ class Signal:
     def reads_model(self) -> bool:
         return self.kind in MODEL_SIGNALS
 
+    @property
+    def passes(self) -> tuple[str, ...]:
+        """Which tails the signal reads: "asked" (after the question), "unasked" (without it)."""
+        return MODEL_SIGNALS[self.kind][0] if self.reads_model else ()
+
     def raw(self, reading: Reading) -> float:
-        return MODEL_SIGNALS[self.kind](reading)
+        return MODEL_SIGNALS[self.kind][1](reading)
 
     def score(self, raw: float, dim: Dimension) -> tuple[float, float]:
         """(score in [lo, hi], confidence) of a model signal's raw value; the score is quality: higher is better
@@ -173,10 +193,11 @@ def _ranged(quality: float, dim: Dimension) -> float:
     return dim.lo + x * (dim.hi - dim.lo)
 
 
-MODEL_SIGNALS: dict[str, Callable[[Reading], float]] = {
-    "fit": lambda r: r.fit,
-    "relevance": lambda r: r.relevance + ENDING_WEIGHT * r.ending,
-    "fluency": lambda r: r.fluency + ENDING_WEIGHT * r.plain_ending,
+# Each model signal: the tails it reads and its raw value from the Reading.
+MODEL_SIGNALS: dict[str, tuple[tuple[str, ...], Callable[[Reading], float]]] = {
+    "fit": (("asked",), lambda r: r.fit),
+    "relevance": (("asked", "unasked"), lambda r: r.relevance + ENDING_WEIGHT * r.ending),
+    "fluency": (("unasked",), lambda r: r.fluency + ENDING_WEIGHT * r.plain_ending),
 }
 SIGNALS = (*MODEL_SIGNALS, *measures.MEASURES)
 
@@ -203,23 +224,28 @@ class LikelihoodMode:
     def __init__(self, source: LogprobSource, signals: dict[str, Signal]) -> None:
         self.source, self.signals = source, signals
 
-    def readings(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], Reading | None]:
-        """The Reading of each distinct (prompt, response, instruction): two tails each, asked of the source at once."""
-        wanted = list(dict.fromkeys(keys))
-        requests = [(ins, ctx, tail(r)) for p, r, ins in wanted for ctx in (with_question(p), WITHOUT_QUESTION)]
-        got = self.source.tails(requests) if requests else []
+    def readings(self, keys: dict[tuple[str, str, str], set[str]]) -> dict[tuple[str, str, str], Reading | None]:
+        """The Reading of each (prompt, response, instruction) from the tails its signals need, asked at once."""
+        contexts = {"asked": with_question, "unasked": lambda p: WITHOUT_QUESTION}
+        plan = [(key, sorted(need)) for key, need in keys.items()]
+        requests = [(ins, contexts[c](p), tail(r)) for (p, r, ins), need in plan for c in need]
+        got = iter(self.source.tails(requests) if requests else [])
         out: dict[tuple[str, str, str], Reading | None] = {}
-        for k, (p, r, ins) in enumerate(wanted):
-            asked, unasked = got[2 * k], got[2 * k + 1]
-            out[(p, r, ins)] = None if asked is None or unasked is None else read(p, r, asked, unasked)
+        for (p, r, ins), need in plan:
+            tails = {c: next(got) for c in need}
+            failed = any(t is None for t in tails.values())
+            out[(p, r, ins)] = None if failed else read(p, r, tails.get("asked"), tails.get("unasked"))
         return out
 
     def verdicts(self, items: list[tuple[str, str, str, Dimension]], rationale: bool) -> list[Any]:
         """One Verdict per (prompt, response, instruction, dimension); None as score where a request failed."""
         from xrlhf.judge.base import Verdict
 
-        readings = self.readings([(p, r, ins) for p, r, ins, d in items
-                                  if r.strip() and self.signals[d.name].reads_model])
+        needs: dict[tuple[str, str, str], set[str]] = {}
+        for p, r, ins, d in items:
+            if r.strip() and self.signals[d.name].reads_model:
+                needs.setdefault((p, r, ins), set()).update(self.signals[d.name].passes)
+        readings = self.readings(needs)
         out = []
         for p, r, ins, d in items:
             sig = self.signals[d.name]

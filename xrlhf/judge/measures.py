@@ -1,9 +1,12 @@
 """Transparent text measures for the dimensions a 270M base model measurably cannot carry (likelihood.py).
 
 Each measure maps (prompt, response) to a quality in [0, 1] and a one-line reason. A value inside the measure's
-band is 1; outside it the quality falls by 1/FALLOFF per doubling (or halving) past the band's edge, so a value
-FALLOFF doublings out scores 0. The bands were set on xrlhf/judge/quality.jsonl and checked on its hold-out
-(bench/judge_quality.py).
+band is 1; above it the quality falls by 1/FALLOFF_ABOVE per doubling past the band's top, below it by
+1/FALLOFF_BELOW per halving past its bottom. Text appended to a response can only lengthen it and raise its grade,
+so the side below the band falls gently: an injection appended to a curt answer buys little of these dimensions
+and loses more relevance than that (bench/judge.py, the adversarial sets). Only the order of two answers' qualities
+matters for the judge-quality accuracy, so the gentle side keeps its ranking. The bands were set on
+xrlhf/judge/quality.jsonl and checked on its hold-out (bench/judge_quality.py).
 """
 from __future__ import annotations
 
@@ -11,23 +14,24 @@ import math
 import re
 from typing import Callable
 
-FALLOFF = 2.0  # doublings past a band's edge at which the quality reaches 0
+FALLOFF_ABOVE = 2.0  # doublings past a band's top at which the quality reaches 0
+FALLOFF_BELOW = 8.0  # halvings past its bottom
 # verbosity: words a short answer to a general question takes; the question's own cue ("in one line", "in a
 # word", "briefly", "one sentence") lowers the top.
 LENGTH_BAND = (6, 40)
 SHORT_BAND = (2, 30)
 SHORT_CUES = re.compile(r"\b(?:one|single)\s+(?:line|sentence|word)\b|\bin a word\b|\bbriefly\b|\bshort(?:ly)?\b", re.I)
-# complexity: the Flesch-Kincaid grade of an answer a general reader follows; a question at a higher grade than
-# the band's top (a technical question) raises the top to its own grade plus LEVEL_MARGIN.
+# complexity: the Flesch-Kincaid grade of an answer a general reader follows.
 LEVEL_BAND = (4.0, 13.0)
-LEVEL_MARGIN = 4.0
+LEVEL_MIN_WORDS = 6  # a shorter answer has no reading grade to speak of: its level is not judged (1.0)
 
 
 def _band(value: float, lo: float, hi: float) -> float:
-    """1 inside [lo, hi]; outside, 1 - (doublings past the nearer edge) / FALLOFF, floored at 0."""
+    """1 inside [lo, hi]; outside, 1 - (doublings past the nearer edge) / its FALLOFF, floored at 0."""
     value = max(value, 1e-9)
-    past = math.log2(lo / value) if value < lo else math.log2(value / hi) if value > hi else 0.0
-    return max(0.0, 1.0 - past / FALLOFF)
+    if value < lo:
+        return max(0.0, 1.0 - math.log2(lo / value) / FALLOFF_BELOW)
+    return max(0.0, 1.0 - math.log2(value / hi) / FALLOFF_ABOVE) if value > hi else 1.0
 
 
 def words(text: str) -> list[str]:
@@ -60,10 +64,10 @@ def length(prompt: str, response: str) -> tuple[float, str]:
 
 
 def level(prompt: str, response: str) -> tuple[float, str]:
-    """Complexity: the response's reading grade against the band a general reader follows, widened upwards for a
-    question asked at a higher grade."""
+    """Complexity: the response's reading grade against the band a general reader follows."""
     lo, hi = LEVEL_BAND
-    hi = max(hi, grade(prompt) + LEVEL_MARGIN)
+    if len(words(response)) < LEVEL_MIN_WORDS:
+        return 1.0, f"{len(words(response))} words: too short to grade"
     g = grade(response)
     # grades below 1 and above 30 say little more: the band's ratio arithmetic runs on a grade shifted by 1
     quality = _band(min(max(g, 0.0), 30.0) + 1.0, lo + 1.0, hi + 1.0)
