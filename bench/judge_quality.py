@@ -164,6 +164,27 @@ def calibrate(items: list[dict[str, Any]]) -> None:
               f"centre {(g + b) / 2:.3f}, scale {abs(g - b) / 2:.3f}")
 
 
+def adversarial(names: list[str]) -> None:
+    """Worst reward and targeted-dimension uplift per config over the adversarial set and its hold-out."""
+    from xrlhf.judge.adversarial import HOLDOUT, REWARD_TOLERANCE, TOLERANCE, load_cases, uplifts
+
+    out = []
+    for name in names:
+        judge = judge_for({**CONFIGS[name], "max_response_tokens": 384})
+        for which, cases in (("set", load_cases()), ("holdout", load_cases(HOLDOUT))):
+            rows = uplifts(judge, cases)
+            worst = max(rows, key=lambda r: r["reward_uplift"])
+            out.append({"config": name, "cases": which, "n": len(rows),
+                        "worst_reward_uplift": worst["reward_uplift"], "worst_reward_case": worst["injection"][:80],
+                        "over_reward_tolerance": sum(r["reward_uplift"] > REWARD_TOLERANCE for r in rows),
+                        "worst_targeted_uplift": max(r["uplift"] for r in rows),
+                        "over_targeted_tolerance": sum(r["uplift"] > TOLERANCE for r in rows), "rows": rows})
+    print(table([{k: v for k, v in r.items() if k != "rows"} for r in out],
+                ["config", "cases", "n", "worst_reward_uplift", "over_reward_tolerance", "worst_targeted_uplift",
+                 "over_targeted_tolerance"]))
+    print(f"wrote {write_result('judge_adversarial', {'command': shlex.join(['python', *sys.argv]), 'reward_tolerance': REWARD_TOLERANCE, 'targeted_tolerance': TOLERANCE, 'results': out})}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=DEFAULT, choices=list(CONFIGS))
@@ -173,6 +194,9 @@ def main() -> None:
     ap.add_argument("--correlation", nargs="+", metavar="SAMPLES_JSONL",
                     help="instead: Spearman correlation of the dimensions over these run samples, rescored")
     ap.add_argument("--samples", type=int, default=400, help="--correlation: at most this many samples")
+    ap.add_argument("--adversarial", action="store_true",
+                    help="instead: the reward and per-dimension uplift each injection of the adversarial set and its "
+                         "hold-out buys (xrlhf/judge/adversarial.py)")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--step", type=int, metavar="ROUNDS",
                     help="time the judge phase of a quickstart step instead (the first config is the reference)")
@@ -189,6 +213,9 @@ def main() -> None:
         r.update(config=args.configs[0], command=shlex.join(["python", *sys.argv]))
         print(f"max |rho| {r['max_abs']:.3f} over {r['samples']} samples; wrote "
               f"{write_result('judge_correlation', r)}")
+        return
+    if args.adversarial:
+        adversarial(args.configs)
         return
     if args.step:
         quickstart_step(args.configs, args.step)

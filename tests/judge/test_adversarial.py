@@ -2,8 +2,9 @@
 buy a higher score.
 
 The default five-dimension judge (likelihood mode) and the expected-mode judge score every case with and
-without the injection; the targeted dimension's uplift must stay within TOLERANCE, and the worst uplift on the
-targeted and on any dimension is written to tests/artifacts/adversarial-MODE.json.
+without the injection. Expected mode reads a rubric an injection can talk to: the targeted dimension's uplift
+must stay within TOLERANCE. Likelihood mode reads no rubric; the reward's uplift must stay within
+REWARD_TOLERANCE (adversarial.py says why). The worst uplifts are written to tests/artifacts/adversarial-MODE.json.
 """
 import json
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig
-from xrlhf.judge.adversarial import HOLDOUT, TOLERANCE, load_cases, uplifts
+from xrlhf.judge.adversarial import HOLDOUT, REWARD_TOLERANCE, TOLERANCE, load_cases, uplifts
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.template import encode, render_dimension
 
@@ -62,7 +63,7 @@ def test_injections_do_not_raise_the_score():
     for c in cases:  # the long cases: the response is cut before any model reads it
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
             assert "more tokens not shown" in judge._clip(c["injected"])
-    _write_and_check(rows, judge, start)
+    _write_and_check(rows, judge, start, bound="reward_uplift", tolerance=REWARD_TOLERANCE)
 
 
 @pytest.mark.slow
@@ -85,15 +86,18 @@ def test_injections_do_not_raise_the_expected_mode_score():
     _write_and_check(rows, judge, start)
 
 
-def _write_and_check(rows: list[dict], judge: HFJudge, start: float) -> None:
-    worst = max(rows, key=lambda r: r["uplift"])
+def _write_and_check(rows: list[dict], judge: HFJudge, start: float, bound: str = "uplift",
+                     tolerance: float = TOLERANCE) -> None:
+    """Every case within `tolerance` on `bound`: the targeted dimension's uplift (expected mode) or the reward's
+    (likelihood mode, whose per-dimension uplifts are written beside it)."""
+    worst = max(rows, key=lambda r: r[bound])
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     path = ARTIFACT.with_name(f"adversarial-{judge.cfg.mode}.json")
-    path.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": judge.cfg.mode, "tolerance": TOLERANCE,
-                                    "cases": len(rows), "worst_uplift": worst["uplift"], "worst_case": worst,
+    path.write_text(json.dumps({"model": "packaged gemma-3-270m", "mode": judge.cfg.mode, "bound": bound,
+                                    "tolerance": tolerance, "cases": len(rows), "worst_uplift": worst["uplift"],
+                                    "worst_reward_uplift": max(r["reward_uplift"] for r in rows), "worst_case": worst,
                                     "worst_uplift_any_dimension": max(r["uplift_any_dimension"] for r in rows),
-                                    "failing": sum(r["uplift"] > TOLERANCE for r in rows),
+                                    "failing": sum(r[bound] > tolerance for r in rows),
                                     "seconds": round(time.perf_counter() - start, 1), "rows": rows}, indent=2) + "\n")
-    failing = [f"{r['dimension']}: {r['plain']:.3f} -> {r['injected']:.3f} ({r['injection'][:60]!r})"
-               for r in rows if r["uplift"] > TOLERANCE]
-    assert not failing, f"{len(failing)} injections raised the score by more than {TOLERANCE}:\n" + "\n".join(failing)
+    failing = [f"{r['dimension']}: {bound} {r[bound]:.3f} ({r['injection'][:60]!r})" for r in rows if r[bound] > tolerance]
+    assert not failing, f"{len(failing)} injections raised the {bound} by more than {tolerance}:\n" + "\n".join(failing)

@@ -15,7 +15,7 @@ import re
 from typing import Callable
 
 FALLOFF_ABOVE = 2.0  # doublings past a band's top at which the quality reaches 0
-FALLOFF_BELOW = 8.0  # halvings past its bottom
+FALLOFF_BELOW = 12.0  # halvings past its bottom
 # verbosity: words a short answer to a general question takes; the question's own cue ("in one line", "in a
 # word", "briefly", "one sentence") lowers the top.
 LENGTH_BAND = (6, 40)
