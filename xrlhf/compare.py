@@ -36,10 +36,9 @@ def run_names(cfg: Config) -> dict[str, list[str]]:
 
 def judge_label(judge: JudgeConfig, policy_model: str) -> str:
     """One line naming a judge: backend, model and mode (the rule judge: its target)."""
-    if judge.backend == "rule":
-        return f"rule (target {judge.rule.target!r})"
-    model = judge.http.model if judge.backend == "http" else (judge.model or policy_model)
-    return f"{judge.backend} {model}, mode {judge.mode}"
+    from xrlhf.judge import backend
+
+    return backend(judge).label(judge, policy_model)
 
 
 def run_compare(cfg: Config, out: Path, command: str = "") -> Path:

@@ -144,8 +144,17 @@ class RuleJudgeConfig(Strict):
     target: str = "good"
 
 
+# What each judge.backend can run (xrlhf/judge/__init__.py BACKENDS builds them): its default mode, then its modes.
+# The local judge reads token log-probabilities itself, so it defaults to likelihood; a server may not echo them.
+JUDGE_BACKENDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hf": ("likelihood", ("likelihood", "expected", "generate")),
+    "http": ("expected", ("likelihood", "expected", "generate")),
+    "rule": ("expected", ("likelihood", "expected", "generate")),  # reads no model: every mode scores alike
+}
+
+
 class JudgeConfig(Strict):
-    backend: Literal["hf", "vllm", "http", "rule"] = "hf"
+    backend: Literal["hf", "http", "rule"] = "hf"
     model: str | None = None  # None: the policy's base model
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     load_in_4bit: bool = False
@@ -185,12 +194,11 @@ class JudgeConfig(Strict):
 
     @model_validator(mode="after")
     def _weights(self) -> "JudgeConfig":
+        default, modes = JUDGE_BACKENDS[self.backend]
         if self.mode is None:
-            object.__setattr__(self, "mode", "likelihood" if self.backend == "hf" else "expected")
-        if self.mode == "likelihood" and self.backend not in ("hf", "http", "rule"):
-            raise ValueError(f"judge.mode=likelihood needs the response's token log-probabilities, which the local "
-                             f"judge (judge.backend=hf) and judge.backend=http (from a server that echoes prompt "
-                             f"log-probs) read; with judge.backend={self.backend} use judge.mode=expected")
+            object.__setattr__(self, "mode", default)
+        if self.mode not in modes:
+            raise ValueError(f"judge.backend={self.backend} runs judge.mode {' / '.join(modes)}, not {self.mode}")
         if not self.dimensions:
             raise ValueError("judge.dimensions must name at least one dimension")
         if self.aggregation == "weighted" and sum(d.weight for d in self.dimensions.values()) <= 0:

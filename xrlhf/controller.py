@@ -18,6 +18,7 @@ import ray
 from xrlhf.config import Config, check_context
 from xrlhf.data import load_prompts
 from xrlhf.graph import ActorRoles, build_graph, init_ray, kill
+from xrlhf.judge import backend as judge_backend
 from xrlhf.logs import eta, shown, step_line
 from xrlhf.metrics import metrics_row, sample_rows
 from xrlhf.models import check_model_source
@@ -63,8 +64,9 @@ class Controller:
         check_context(cfg)
         if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the path is the nodes' business
             check_model_source(cfg.model.name)
-            if cfg.judge.backend == "hf":
-                check_model_source(cfg.judge.model or cfg.model.name)
+            judge_model = judge_backend(cfg.judge).local_model(cfg.judge, cfg.model.name)
+            if judge_model:
+                check_model_source(judge_model)
         init_ray(cfg.resources)  # after the data and model checks: a bad file or path fails before Ray starts
         start = 0
         if self.resume and self.run.latest_checkpoint() is None and self.run.metrics.is_file():

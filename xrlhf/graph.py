@@ -99,8 +99,9 @@ def build_graph(cfg: Config) -> Graph:
     from xrlhf.actors.rollout import RolloutActor
 
     # One conversion of the packaged model, here, instead of one per actor racing on the cache.
-    prepare_packaged([cfg.model.name, cfg.judge.model if cfg.judge.backend == "hf" else None,
-                      cfg.judge.http.tokenizer if cfg.judge.backend == "http" else None], cfg.model.cache_dir)
+    from xrlhf.judge import backend
+
+    prepare_packaged([cfg.model.name, *backend(cfg.judge).prepared(cfg.judge, cfg.model.name)], cfg.model.cache_dir)
     res, raw = cfg.resources, cfg.model_dump(mode="json")
     roles = ([("rollout", RolloutActor)] * cfg.rollout.num_actors + [("judge", JudgeActor)] * cfg.judge.num_actors
              + [("learner", LearnerActor)] + ([] if res.colocate_reference else [("reference", ReferenceActor)]))

@@ -1,29 +1,67 @@
-"""The explainable judge: per-dimension scores from an LLM (or a rule), aggregated into one reward."""
+"""The explainable judge: per-dimension scores from an LLM (or a rule), aggregated into one reward.
+
+BACKENDS is the one place that knows what each judge.backend is: how it is built, which models a run must find or
+convert on this machine for it, and how it is named in a report. The rest of the code asks it.
+"""
 from __future__ import annotations
 
-from xrlhf.config import JudgeConfig
+from dataclasses import dataclass
+from typing import Callable
+
+from xrlhf.config import JUDGE_BACKENDS, JudgeConfig
 from xrlhf.judge.base import Judge, Judgement
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 
-__all__ = ["Dimension", "Judge", "Judgement", "Rubric", "build_judge", "expected_score", "parse_score"]
+__all__ = ["BACKENDS", "Backend", "Dimension", "Judge", "Judgement", "Rubric", "backend", "build_judge",
+           "expected_score", "parse_score"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One judge.backend: build(cfg, model, cache_dir); the local model it loads (None: none); the model names whose
+    packaged conversion it needs here; its one-line label."""
+
+    build: Callable[[JudgeConfig, str, str | None], Judge]
+    local_model: Callable[[JudgeConfig, str], str | None]
+    label: Callable[[JudgeConfig, str], str]
+
+    def prepared(self, cfg: JudgeConfig, policy_model: str) -> list[str]:
+        """Models (or tokenizers) this judge reads from this machine's cache."""
+        local = self.local_model(cfg, policy_model)
+        return [m for m in (local, cfg.http.tokenizer if cfg.backend == "http" else None) if m]
+
+
+def _hf(cfg: JudgeConfig, model: str, cache_dir: str | None) -> Judge:
+    from xrlhf.judge.hf import HFJudge
+
+    return HFJudge(cfg, model, cache_dir)
+
+
+def _http(cfg: JudgeConfig, model: str, cache_dir: str | None) -> Judge:
+    from xrlhf.judge.http import HttpJudge
+
+    return HttpJudge(cfg)
+
+
+def _rule(cfg: JudgeConfig, model: str, cache_dir: str | None) -> Judge:
+    from xrlhf.judge.rule import RuleJudge
+
+    return RuleJudge(cfg)
+
+
+BACKENDS: dict[str, Backend] = {
+    "hf": Backend(_hf, lambda cfg, policy: cfg.model or policy,
+                  lambda cfg, policy: f"hf {cfg.model or policy}, mode {cfg.mode}"),
+    "http": Backend(_http, lambda cfg, policy: None, lambda cfg, policy: f"http {cfg.http.model}, mode {cfg.mode}"),
+    "rule": Backend(_rule, lambda cfg, policy: None, lambda cfg, policy: f"rule (target {cfg.rule.target!r})"),
+}
+assert set(BACKENDS) == set(JUDGE_BACKENDS), "config.JUDGE_BACKENDS and BACKENDS name the same backends"
+
+
+def backend(cfg: JudgeConfig) -> Backend:
+    return BACKENDS[cfg.backend]
 
 
 def build_judge(cfg: JudgeConfig, policy_model: str = "packaged", cache_dir: str | None = None) -> Judge:
     """The judge cfg.backend names; cfg.model None means the policy's base model."""
-    if cfg.backend == "hf":
-        from xrlhf.judge.hf import HFJudge
-
-        return HFJudge(cfg, cfg.model or policy_model, cache_dir)
-    if cfg.backend == "rule":
-        from xrlhf.judge.rule import RuleJudge
-
-        return RuleJudge(cfg)
-    if cfg.backend == "http":
-        from xrlhf.judge.http import HttpJudge
-
-        return HttpJudge(cfg)
-    if cfg.backend == "vllm":
-        raise NotImplementedError("judge.backend=vllm is not implemented yet; use judge.backend=hf (local "
-                                  "transformers) or judge.backend=http against `xrlhf serve-judge` or a vLLM "
-                                  "OpenAI-compatible server")
-    raise ValueError(f"unknown judge.backend {cfg.backend!r}")
+    return backend(cfg).build(cfg, cfg.model or policy_model, cache_dir)
