@@ -254,3 +254,17 @@ def test_report_renders_in_chromium(built):
     assert errors == []
     assert len(widths) == 6 and all(w > 0 for w in widths)
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_the_dimensions_section_says_what_each_dimension_measures(tmp_path):
+    """compare.json's one line per dimension (xrlhf.judge.likelihood.describe, written by xrlhf compare) is shown
+    as a table, escaped; a compare.json without it (an older run) shows none."""
+    root = make_compare(tmp_path / "cmp")
+    meta = json.loads((root / "compare.json").read_text())
+    meta["dimensions"] = {d: {**v, "measures": f"signal of {d} <b>"} for d, v in meta["dimensions"].items()}
+    (root / "compare.json").write_text(json.dumps(meta))
+    dims = section_html(build_report(root).read_text(), "dimensions")
+    assert "What each dimension measures" in dims
+    assert all(f"signal of {d} &lt;b&gt;" in dims for d in DIMS)
+    old = section_html(build_report(make_compare(tmp_path / "old")).read_text(), "dimensions")
+    assert "What each dimension measures" not in old

@@ -53,10 +53,14 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     names = run_names(cfg)
     arm_cfgs = {(a, seed): arm_config(cfg, a, seed) for a in names for seed in cfg.compare.seeds}
+    from xrlhf.judge.likelihood import describe
+
+    measures = describe(cfg.judge)
     meta = {"algorithms": list(names), "seeds": cfg.compare.seeds, "runs": names,
             "arms": {a: {"overrides": arms(cfg)[a], "algorithm": arm_cfgs[(a, cfg.compare.seeds[0])].algorithm.name}
                      for a in names},
-            "dimensions": {d: {"weight": v.weight, "direction": v.direction} for d, v in cfg.judge.dimensions.items()},
+            "dimensions": {d: {"weight": v.weight, "direction": v.direction, "measures": measures[d]}
+                           for d, v in cfg.judge.dimensions.items()},
             "command": command, "model": cfg.model.name, "judge_model": cfg.judge.model or cfg.model.name,
             "judge_backend": cfg.judge.backend, "steps": cfg.steps,
             "samples_per_step": cfg.rollout.prompts_per_step * cfg.rollout.samples_per_prompt,

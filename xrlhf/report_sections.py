@@ -105,7 +105,12 @@ def curves_section(data: CompareData, images: dict[str, str | None]) -> str:
 
 
 def dimensions_section(data: CompareData, images: dict[str, str | None]) -> str:
-    body = "<h3>Judge scores during training (normalised, 0 to 1)</h3>"
+    dims = data.meta.get("dimensions") or {}
+    body = ""
+    if any(isinstance(v, dict) and v.get("measures") for v in dims.values()):
+        body += "<h3>What each dimension measures (training judge)</h3>" + table(
+            ["dimension", "measures"], [[escape(d), escape(v.get("measures", ""))] for d, v in dims.items()])
+    body += "<h3>Judge scores during training (normalised, 0 to 1)</h3>"
     body += image(images.get("dimension_curves"), "per-dimension score curves", "No per-dimension scores logged.")
     body += "<h3>Final evaluation on held-out prompts</h3>"
     if images.get("eval_dimensions") is None:

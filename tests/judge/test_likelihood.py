@@ -12,8 +12,8 @@ from xrlhf.config import ConfigError, JudgeConfig, load_config
 from xrlhf.judge import guards
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge import measures
-from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEIGHT, END, Signal, Tail, read,
-                                     signal_for, with_question)
+from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEIGHT, END, Signal, Tail, describe,
+                                     read, signal_for, with_question)
 from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
 from xrlhf.judge.rubric import Dimension
 from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs, tail_logprobs
@@ -295,3 +295,14 @@ def test_gemma_scores_a_good_answer_above_a_bad_one(packaged_on_the_quality_set,
     assert accuracy([g.reward for g, _, _ in rows], [b.reward for _, b, _ in rows]) >= 0.85
     assert accuracy([g.normalised["helpfulness"] for g, _, _ in rows],
                     [b.normalised["helpfulness"] for _, b, _ in rows]) >= 0.85
+
+
+def test_each_default_dimension_is_described_by_its_own_signal():
+    """describe(): five dimensions, five signals, five different lines; other modes show the definition."""
+    lines = describe(JudgeConfig())
+    kinds = [line.split(":")[0] for line in lines.values()]
+    assert list(lines) == ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+    assert kinds == ["relevance", "fit", "fluency", "level", "length"] and len(set(lines.values())) == 5
+    assert all("specificity: " in line for line in lines.values())
+    expected = JudgeConfig(mode="expected")
+    assert describe(expected) == {n: d.definition for n, d in expected.dimensions.items()}

@@ -202,6 +202,40 @@ MODEL_SIGNALS: dict[str, tuple[tuple[str, ...], Callable[[Reading], float]]] = {
 SIGNALS = (*MODEL_SIGNALS, *measures.MEASURES)
 
 
+# What a dimension reading each signal measures, in one line, and its specificity measured on the judge-quality set
+# with the default rubric (python bench/judge_quality.py: the corruption kinds whose column it tops, with the share
+# of prompts where the good answer scores higher on it; BENCHMARKS.md, Judge quality).
+DESCRIPTIONS = {
+    "relevance": "what the question explains of the response (quoted words earn nothing), and whether it ends where "
+                 "an answer ends",
+    "fit": "how probable the response is after the question: a wrong fact is improbable text, and so is an odd "
+           "register",
+    "fluency": "how probable the response is without the question (well-formed English), and whether it ends",
+    "level": "its reading grade (Flesch-Kincaid) against 4-13, what a general reader follows",
+    "length": "its words against 6-40 (2-30 when the question asks for one line or a word)",
+}
+SPECIFICITY = {
+    "relevance": "tops off_topic 1.00, refusal 1.00, quoted_nonanswer 1.00, generic 1.00",
+    "fit": "tops factual_error 0.91; also tops shuffled, simple and technical (1.00)",
+    "fluency": "tops truncated 1.00",
+    "level": "tops no kind: simple 0.83 and technical 0.86 on it, but fit moves for them at 1.00",
+    "length": "tops padded 1.00, terse 1.00",
+}
+
+
+def describe(cfg: Any) -> dict[str, str]:
+    """One line per dimension of a JudgeConfig: what its score measures (likelihood mode: its signal and measured
+    specificity; other modes: the definition the judge is shown)."""
+    if cfg.mode != "likelihood" or cfg.backend == "rule":
+        return {name: d.definition for name, d in cfg.dimensions.items()}
+    out = {}
+    for name, d in cfg.dimensions.items():
+        kind = signal_for(name, d.signal).kind
+        custom = " (its own instruction)" if d.instruction else ""
+        out[name] = f"{kind}{custom}: {DESCRIPTIONS[kind]}; specificity: {SPECIFICITY[kind]}"
+    return out
+
+
 def signal_for(name: str, kind: str | None) -> Signal:
     kind = kind or DEFAULT_SIGNAL.get(name, "fit")
     if kind not in SIGNALS:
