@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import Any
 
-from xrlhf.config import Config, JudgeConfig, apply_overrides, with_overrides
+from xrlhf.config import Config, apply_overrides, with_overrides
 from xrlhf.logs import eta
 from xrlhf.rundir import RunDir, atomic_write_text
 
@@ -34,13 +34,6 @@ def run_names(cfg: Config) -> dict[str, list[str]]:
     return {a: [f"{a}-seed{s}" for s in cfg.compare.seeds] for a in arms(cfg)}
 
 
-def judge_label(judge: JudgeConfig, policy_model: str) -> str:
-    """One line naming a judge: backend, model and mode (the rule judge: its target)."""
-    from xrlhf.judge import backend
-
-    return backend(judge).label(judge, policy_model)
-
-
 def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
     """Train every (arm, seed), evaluate all of them against the base and each other, build the report.
 
@@ -48,6 +41,7 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
     """
     from xrlhf.controller import Controller, shutdown_graph
     from xrlhf.evaluate import evaluate
+    from xrlhf.judge import judge_label
     from xrlhf.report import build_report
 
     out.mkdir(parents=True, exist_ok=True)

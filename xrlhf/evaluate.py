@@ -59,8 +59,7 @@ def evaluate(cfg: Config, checkpoints: dict[str, str], out_dir: Path, judge: Any
     """Write eval.jsonl (every model × prompt, judged on every dimension by the evaluation judge, eval.judge or the
     training judge), pairwise.jsonl (each model vs base and, per seed, each arm vs each other arm, both orders) and
     judge.json (which judge scored them)."""
-    from xrlhf.compare import judge_label
-    from xrlhf.judge import build_judge
+    from xrlhf.judge import build_judge, judge_label
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pset = load_prompts(cfg.data.eval_source, "eval", cfg.data.eval_path, max_prompt_tokens=cfg.data.max_prompt_tokens,

@@ -13,7 +13,7 @@ from xrlhf.judge.base import Judge, Judgement
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 
 __all__ = ["BACKENDS", "Backend", "Dimension", "Judge", "Judgement", "Rubric", "backend", "build_judge",
-           "expected_score", "parse_score"]
+           "expected_score", "judge_label", "parse_score"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ assert set(BACKENDS) == set(JUDGE_BACKENDS), "config.JUDGE_BACKENDS and BACKENDS
 
 def backend(cfg: JudgeConfig) -> Backend:
     return BACKENDS[cfg.backend]
+
+
+def judge_label(cfg: JudgeConfig, policy_model: str) -> str:
+    """One line naming a judge: backend, model and mode (the rule judge: its target)."""
+    return backend(cfg).label(cfg, policy_model)
 
 
 def build_judge(cfg: JudgeConfig, policy_model: str = "packaged", cache_dir: str | None = None) -> Judge:
