@@ -6,13 +6,15 @@ which `xrlhf serve-judge` starts, binds each replica's gRPC server to [::] (hard
 a local Ray with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 binds the machine's address: with authentication off, either
 would accept code from anyone who can reach the machine. Then xrlhf refuses to start, unless
 resources.allow_unauthenticated_cluster=true says the network is trusted, in which case it logs a warning that
-lists every listener beyond loopback.
+lists every listener beyond loopback. start_local_ray starts the loopback-only Ray that training and
+serve-judge run on.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,32 @@ def require_auth_or_opt_in(what: str, allowed: bool) -> None:
                         f"127.0.0.1, so anyone who can reach this machine could run code on it: unset {AUTH_ENV} "
                         f"(or set {AUTH_ENV}=token) to keep Ray's token authentication, or, on a trusted private "
                         f"network only, set {OPT_IN}=true")
+
+
+def start_local_ray(**init_kwargs: Any) -> None:
+    """ray.init of a single-machine Ray whose servers (GCS, raylet, workers, agents) bind 127.0.0.1 only.
+
+    Ray binds loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: its child processes read the variable
+    when they start, this process read it at `import ray`, so both are set around the call and put back
+    after (a later `ray start` in this process would otherwise refuse). A user's explicit =1 is kept.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    env_before, flag_before = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    if (env_before or "").lower() not in ("1", "true"):
+        os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        # address="local": a new Ray of this process's own, even when `ray start` left a cluster on this machine
+        # (plain ray.init() would join that one, with its own resources and environment).
+        ray.init(address="local", **init_kwargs)
+    finally:
+        if env_before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = env_before
+        ray_constants.ENABLE_RAY_CLUSTER = flag_before
 
 
 def outside_listeners(pids: set[int]) -> list[tuple[int, str, int]]:

@@ -14,7 +14,7 @@ import ray
 
 from xrlhf.config import Config, ResourcesConfig
 from xrlhf.experience import Experience
-from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in
+from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in, start_local_ray
 from xrlhf.generation import merge_experiences
 from xrlhf.metrics import sum_stats
 from xrlhf.models import prepare_packaged
@@ -46,31 +46,6 @@ def init_ray(res: ResourcesConfig) -> None:
     if not ipaddress.ip_address(node_ip).is_loopback:
         log.warning("local Ray listens on %s as well as 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 is set)",
                     node_ip)
-
-
-def start_local_ray(**init_kwargs: Any) -> None:
-    """ray.init of a single-machine Ray whose servers (GCS, raylet, workers, agents) bind 127.0.0.1 only.
-
-    Ray binds loopback when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: its child processes read the variable
-    when they start, this process read it at `import ray`, so both are set around the call and put back
-    after (a later `ray start` in this process would otherwise refuse). A user's explicit =1 is kept.
-    """
-    from ray._private import ray_constants
-
-    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    env_before, flag_before = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
-    if (env_before or "").lower() not in ("1", "true"):
-        os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
-    try:
-        # address="local": a new Ray of this process's own, even when `ray start` left a cluster on this machine
-        # (plain ray.init() would join that one, with its own resources and environment).
-        ray.init(address="local", **init_kwargs)
-    finally:
-        if env_before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = env_before
-        ray_constants.ENABLE_RAY_CLUSTER = flag_before
 
 
 @dataclass

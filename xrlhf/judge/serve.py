@@ -16,7 +16,7 @@ from ray import serve
 
 from xrlhf.config import Config, ConfigError
 from xrlhf.exposure import (ExposureError, auth_disabled, beyond_loopback, report_outside_listeners,
-                            require_auth_or_opt_in)
+                            require_auth_or_opt_in, start_local_ray)
 from xrlhf.judge.completions import MAX_TOP_LOGPROBS, CompletionJob, complete_batch
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,6 @@ def _init_ray(cfg: Config) -> None:
     if res.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=res.address)
     else:
-        from xrlhf.graph import start_local_ray
-
         start_local_ray(num_cpus=res.num_cpus, num_gpus=res.num_gpus, include_dashboard=False,
                         dashboard_host=res.dashboard_host)
     _state["started_ray"] = True
