@@ -63,7 +63,7 @@ def _prompt_batch(tok: Any, shape: Shape, seed: int) -> tuple[dict[str, torch.Te
 
 def behaviour(rounds: int) -> dict[str, Any]:
     """Sample with the kept logits (xrlhf.generation.sample) vs generate + a second forward; same seed, same tokens."""
-    from xrlhf.experience import response_logprobs
+    from xrlhf.ops import response_logprobs
     from xrlhf.generation import eos_ids, sample
 
     model, tok, cfg = load_gemma()
@@ -190,7 +190,7 @@ def logprobs_part(grad: bool) -> list[dict[str, Any]]:
     Reference mode: one no-grad pass. Learner mode: forward with grad, the entropy metric REINFORCE logs
     (with autograd, as the obvious way and xrlhf before keep it; outside it after), backward of the log-probs.
     """
-    from xrlhf.experience import entropy_from_logits, gather_logprobs, response_logprobs
+    from xrlhf.ops import entropy_from_logits, gather_logprobs, response_logprobs
 
     model, ids, att, pos, R = _gemma_and_batch()
     tokens = ids[:, -R:]
@@ -275,7 +275,7 @@ def head(rounds: int) -> dict[str, Any]:
     """response_logprobs with logits_to_keep as the int R + 1 (transformers slices a strided view; the LM head runs
     as a broadcast bmm) against the position tensor xrlhf passes now (an indexed, contiguous copy; one mm).
     Reference pass (no grad) and learner pass (forward + backward), interleaved, CPU seconds."""
-    from xrlhf.experience import gather_logprobs
+    from xrlhf.ops import gather_logprobs
 
     model, ids, att, pos, R = _gemma_and_batch()
     _touch(model)
@@ -298,7 +298,7 @@ def head(rounds: int) -> dict[str, Any]:
 
 def _pass(model: Any, ids: torch.Tensor, att: torch.Tensor, R: int, share: bool) -> Any:
     """xrlhf's response_logprobs as a timed pass: no grad (the reference) or forward + backward (the learner)."""
-    from xrlhf.experience import response_logprobs
+    from xrlhf.ops import response_logprobs
 
     def fn(grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
@@ -348,7 +348,7 @@ def linears(rounds: int) -> dict[str, Any]:
 
 def reference_part(how: str) -> dict[str, Any]:
     """Load the policy and its reference `how` ('disabled-adapter' or 'second-copy'); RSS and one pass."""
-    from xrlhf.experience import response_logprobs
+    from xrlhf.ops import response_logprobs
     from xrlhf.models import load_causal_lm, reference_mode
 
     rss0 = peak_rss_mib()["VmRSS"]

@@ -115,7 +115,7 @@ def before(model: Any, tok: Any, prompts: list[str], n: int, new_tokens: int, se
 @torch.no_grad()
 def logprob_error(model: Any, sequences: torch.Tensor, logprobs: torch.Tensor, pad_id: int) -> float:
     """max |recorded log-prob - a forward pass's| over the sampled tokens, 4 rows at a time (memory)."""
-    from xrlhf.experience import gather_logprobs
+    from xrlhf.ops import gather_logprobs
 
     R = logprobs.shape[1]
     mask = (sequences != pad_id).long()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xrlhf import generation
-from xrlhf.experience import gather_logprobs
+from xrlhf.ops import gather_logprobs
 from xrlhf.generation import draw, draw_from, sample
 from xrlhf.models import build_tiny_model
 
@@ -200,7 +200,7 @@ def test_tuned_linears_in_passes_without_gradient_and_never_with_one(monkeypatch
     log-probs through the measured kernels; a pass that takes a gradient never goes through them and its gradients
     are the plain ones exactly; enabled=False installs nothing, and an inner context leaves the outer one's."""
     from xrlhf.config import LoraConfig, ModelConfig
-    from xrlhf.experience import response_logprobs
+    from xrlhf.ops import response_logprobs
     from xrlhf.models import load_policy
 
     model, _ = load_policy(ModelConfig(name="tiny", lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0)))

@@ -16,7 +16,7 @@ import torch
 from faults import rows as _rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
 from xrlhf.controller import Controller, shutdown_graph
-from xrlhf.experience import response_logprobs
+from xrlhf.ops import response_logprobs
 from xrlhf.graph import ActorRoles, build_graph, kill
 from xrlhf.models import load_causal_lm
 from xrlhf.step import gather, start_learn

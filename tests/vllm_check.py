@@ -58,7 +58,7 @@ def layout_problems(exp, stop_ids: list[int], pad_id: int, samples_per_prompt: i
 
 def hf_logprobs(model, exp, temperature: float) -> torch.Tensor:
     """The adapter's log pi(a|s) at `temperature` for every response token, from a transformers forward.  # [B, R]"""
-    from xrlhf.experience import response_logprobs
+    from xrlhf.ops import response_logprobs
 
     with torch.no_grad():
         return response_logprobs(model, exp.input_ids, exp.attention_mask, exp.response_len, temperature).logprobs

@@ -9,7 +9,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from xrlhf.data import format_prompt
-from xrlhf.experience import NO_LOGITS, Experience, cache_arg, returned_cache
+from xrlhf.experience import Experience
+from xrlhf.ops import NO_LOGITS, cache_arg, returned_cache
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from xrlhf.config import load_config
-from xrlhf.experience import response_logprobs
+from xrlhf.ops import response_logprobs
 from xrlhf.generation import sample
 from xrlhf.learners import make_learner
 from xrlhf.models import load_causal_lm

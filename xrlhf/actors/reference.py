@@ -8,9 +8,10 @@ import ray
 import torch
 
 from xrlhf.actors.base import ActorBase
-from xrlhf.experience import Experience, response_logprobs
+from xrlhf.experience import Experience
 from xrlhf.generation import tuned_linears
 from xrlhf.models import load_policy, reference_mode
+from xrlhf.ops import response_logprobs
 from xrlhf.step import Reference
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from xrlhf.experience import masked_mean, masked_var
+from xrlhf.ops import masked_mean, masked_var
 
 
 def token_level_rewards(

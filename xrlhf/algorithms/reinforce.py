@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from xrlhf.experience import masked_mean
+from xrlhf.ops import masked_mean
 
 Baseline = Callable[[torch.Tensor, list[int]], torch.Tensor]
 

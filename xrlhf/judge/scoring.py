@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from xrlhf.experience import cache_arg, returned_cache
+from xrlhf.ops import cache_arg, returned_cache
 
 Part = tuple[list[list[int]], int]  # a group of sequences and the length of the prefix they all share
 
