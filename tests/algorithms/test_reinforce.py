@@ -33,9 +33,12 @@ def test_baseline_loo_groups_of_two_and_three():
     assert torch.allclose(baseline_loo(returns, group_ids), expected)
 
 
-def test_baseline_loo_rejects_singleton_groups():
-    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
-        baseline_loo(torch.tensor([1.0, 2.0, 3.0]), [0, 0, 1])
+def test_baseline_loo_lone_sample_gets_the_rest_of_the_batch():
+    returns = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    # prompt 0: the other one; prompts 1 and 2 kept one sample each: the mean of the three others,
+    # (1 + 2 + 6) / 3 and (1 + 2 + 3) / 3
+    assert torch.allclose(baseline_loo(returns, [0, 0, 1, 2]), torch.tensor([2.0, 1.0, 3.0, 2.0]))
+    assert torch.equal(baseline_loo(torch.tensor([5.0]), [4]), torch.tensor([0.0]))  # the batch's only sample
 
 
 def test_ema_baseline_over_two_calls():

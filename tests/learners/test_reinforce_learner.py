@@ -37,3 +37,21 @@ def test_reinforce_learner_ema_baseline_per_optimiser_step(init, first_baseline)
     assert seen[1] == pytest.approx(first_mean, abs=1e-6)  # the first optimiser step set it to its batch's mean
     assert learner.baseline.value == pytest.approx(0.99 * first_mean + 0.01 * float(all_returns[1].mean()), abs=1e-6)
     assert learner.state()["baseline"]["updates"] == 2
+
+
+def test_reinforce_learner_loo_baseline_with_a_lone_sample():
+    """A judge dropped one of a prompt's two samples: the learner's advantages are the returns minus baseline_loo,
+    whose rule gives the lone sample the mean return of the rest of the batch."""
+    from xrlhf.config import load_config
+    from xrlhf.generation import sample
+    from xrlhf.learners import make_learner
+
+    learner = make_learner(load_config(TINY, ["algorithm.reinforce.baseline=loo", "algorithm.kl_coef=0.0"]))
+    exp = sample(learner.trainer.model, learner.trainer.tokenizer, ["Say something.", "Name a fruit."], 2, 8, seed=0)
+    exp = exp.select([0, 1, 2])  # prompt 1 kept one sample
+    exp.set_reference(exp.behaviour_logprobs, "k1")
+    exp.rewards = torch.tensor([0.2, 0.6, 1.0])
+    metrics, advantages = learner.update(exp)
+    # returns = rewards (kl_coef 0); baselines 0.6, 0.2 (the other sample of prompt 0), (0.2 + 0.6) / 2
+    assert advantages == pytest.approx([-0.4, 0.4, 0.6], abs=1e-6)
+    assert metrics["reinforce/baseline"] == pytest.approx((0.6 + 0.2 + 0.4) / 3, abs=1e-6)

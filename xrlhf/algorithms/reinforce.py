@@ -28,17 +28,19 @@ def baseline_batch_mean(returns: torch.Tensor, group_ids: list[int]) -> torch.Te
 
 
 def baseline_loo(returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
-    """Leave-one-out: the mean return of the other samples of the same prompt (RLOO)."""
+    """Leave-one-out: the mean return of the other samples of the same prompt (RLOO).
+
+    A sample whose prompt has no other (a judge dropped them) gets the mean return of the rest of the batch, and 0
+    when it is the batch's only sample: either way no sample's baseline holds its own return.
+    """
     _, group = torch.unique(torch.as_tensor(group_ids, device=returns.device), return_inverse=True)  # [B]
     counts = torch.bincount(group)  # [G]
-    if (counts < 2).any():
-        raise ValueError(
-            "the 'loo' baseline needs samples_per_prompt >= 2 (after dropped samples), "
-            f"but a prompt has {counts.min().item()} sample(s)"
-        )
     sums = torch.zeros(len(counts), dtype=returns.dtype, device=returns.device).index_add(0, group, returns)
     # b_i = (Σ_{j in group(i)} G_j - G_i) / (n_group - 1)
-    return (sums[group] - returns) / (counts[group] - 1).to(returns.dtype)
+    same_prompt = (sums[group] - returns) / (counts[group] - 1).clamp(min=1).to(returns.dtype)
+    # a lone sample: b_i = (Σ_j G_j - G_i) / (B - 1)
+    rest_of_batch = (returns.sum() - returns) / max(len(returns) - 1, 1)
+    return torch.where(counts[group] > 1, same_prompt, rest_of_batch)
 
 
 class EmaBaseline:

@@ -26,7 +26,7 @@ class ReinforceLearner(PolicyLearner):
         mask = exp.response_mask.float()
         kl = exp.token_kl()  # [B, R]
         returns = sequence_returns(exp.rewards.float(), kl, mask, alg.kl_coef)  # [B]
-        baseline = self._baseline(returns, exp.group_ids)  # [B]
+        baseline = self.baseline(returns, exp.group_ids)  # [B]
         advantages = returns - baseline
         if alg.reinforce.whiten_advantages and advantages.numel() > 1:
             advantages = masked_whiten(advantages, torch.ones_like(advantages))
@@ -47,17 +47,6 @@ class ReinforceLearner(PolicyLearner):
         if weights is not None:
             metrics["async/importance_weight"] = float(masked_mean(weights.cpu(), mask))
         return metrics, advantages.tolist()
-
-    def _baseline(self, returns: torch.Tensor, group_ids: list[int]) -> torch.Tensor:
-        if self.cfg.algorithm.reinforce.baseline != "loo":
-            return self.baseline(returns, group_ids)
-        # A judge may have dropped a prompt's other samples: a lone sample is compared with the batch instead.
-        counts = {g: group_ids.count(g) for g in set(group_ids)}
-        paired = [i for i, g in enumerate(group_ids) if counts[g] > 1]
-        b = (returns.sum() - returns) / max(len(returns) - 1, 1)  # mean of the other samples of the batch
-        if paired:
-            b[paired] = self.baseline(returns[paired], [group_ids[i] for i in paired])
-        return b
 
     def _extra_state(self) -> dict[str, Any]:
         return {"baseline": self.baseline.state_dict() if hasattr(self.baseline, "state_dict") else {}}
