@@ -37,8 +37,9 @@ def side(samples: str, rounds: int) -> None:
     torch.set_num_threads(1)
     rows = [json.loads(line) for line in Path(samples).read_text().splitlines() if line.strip()]
     steps = sorted({r["step"] for r in rows if r["step"] > 0})[:rounds]
-    cfg = load_config(str(REPO / "configs" / "study.yaml")).judge.model_copy(update={"cache": False})
-    judge = HFJudge(cfg, cfg.model)
+    study = load_config(str(REPO / "configs" / "study.yaml"))
+    cfg = study.judge.model_copy(update={"cache": False})
+    judge = HFJudge(cfg, cfg.model or study.model.name)
     out = []
     for step in steps:
         batch = [r for r in rows if r["step"] == step]

@@ -1,15 +1,21 @@
-"""Judge quality: does the judge score a good answer above a corrupted one? (xrlhf/judge/quality.py)
+"""Judge quality: does the judge score a good answer above a corrupted one, and on which dimension? (quality.py)
 
-Every prompt of xrlhf/judge/quality.jsonl has a short correct answer and nine corruptions, each aimed at one
-dimension (an answer to another prompt, a changed fact, shuffled words, a refusal, a cut-off sentence, padding,
-the prompt copied back, a repetition loop, an empty answer). For each judge configuration the script scores every
-answer once and reports pairwise accuracy (good above corrupted; a tie counts half) on the aggregate reward and
-on the corruption's targeted dimension, per corruption, with the judge's seconds per sample (one torch thread).
+Every prompt of xrlhf/judge/quality.jsonl has a short correct answer and fifteen corruptions, each aimed at one
+dimension: an answer to another prompt, a refusal, the prompt copied back, an empty answer, the question quoted
+inside a fluent non-answer, the prompt's opening cut short (the near-copy a policy learned), a generic answer that
+fits any question (helpfulness); a changed fact (correctness); shuffled words, a cut-off sentence, a repetition
+loop (coherence); a childish and an over-technical rewrite (complexity); padding and a curt fragment (verbosity).
+For each judge configuration the script scores every answer once and reports pairwise accuracy (good above
+corrupted; a tie counts half) on the aggregate reward and on the corruption's targeted dimension, per corruption,
+the specificity matrix (accuracy on every dimension: the dimension each corruption moves most), and the judge's
+seconds per sample (one torch thread). xrlhf/judge/quality_holdout.jsonl (--set holdout) has 30 other prompts,
+a third of them an instruction followed by an input text; no choice of the judge was made on it.
 
-    python bench/judge_quality.py                          # default configs, all 66 prompts (~25 min on 2 cores)
-    python bench/judge_quality.py --limit 12 --configs likelihood
+    python bench/judge_quality.py --add --configs likelihood "likelihood, no guards"   # ~15 min on 2 cores
+    python bench/judge_quality.py --set holdout --configs likelihood "likelihood, no guards"
     python bench/judge_quality.py --calibrate              # likelihood: raw signal medians -> CALIBRATION
-    python bench/judge_quality.py --add --configs "expected, per_dimension, demonstrations"   # one more row
+    python bench/judge_quality.py --correlation docs/study/*-seed*/samples.jsonl   # dimensions over a run's samples
+    python bench/judge_quality.py --adversarial            # what an injection buys (both adversarial sets)
     python bench/judge_quality.py --step 5 --configs "expected, rubric_first" likelihood   # judge s per quickstart step
 """
 from __future__ import annotations
@@ -108,7 +114,8 @@ def correlations(judge: Any, paths: list[str], limit: int) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     samples = [json.loads(line) for p in paths for line in open(p, encoding="utf-8") if line.strip()]
-    samples = [s for s in samples if s.get("response", "").strip()][:limit]
+    samples = [s for s in samples if s.get("response", "").strip()]
+    samples = samples[::max(1, len(samples) // limit)][:limit]  # spread over the files (runs, steps)
     judged = judge.score([s["prompt"] for s in samples], [s["response"] for s in samples])
     dims = judge.rubric.names
     cols = {d: [j.normalised[d] for j in judged] for d in dims}
