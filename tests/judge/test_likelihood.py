@@ -279,11 +279,31 @@ def packaged_on_the_quality_set():
 @pytest.mark.slow
 @pytest.mark.parametrize("hack", HACKS)
 def test_hacks_score_below_the_good_answer(packaged_on_the_quality_set, hack):
-    """A repetition loop, the prompt copied back, an empty answer and padding: below the good answer's reward on at
-    least 90% of the quality set's prompts, in the default mode."""
+    """A loop, the prompt copied back or its opening cut short, an empty answer, padding, the question quoted in a
+    non-answer, a generic answer, a cut-off sentence: below the good answer's reward and on the dimension each
+    targets on at least 85% of the quality set's prompts in the default mode (issue 23 asks 80%; measured
+    0.88-1.00, the cut-off sentence lowest, bench/results/judge_quality.json)."""
     rows = packaged_on_the_quality_set[hack]
     acc = accuracy([g.reward for g, _, _ in rows], [b.reward for _, b, _ in rows])
-    assert acc >= 0.9, (hack, acc)
+    target = rows[0][2]
+    on_target = accuracy([g.normalised[target] for g, _, _ in rows], [b.normalised[target] for _, b, _ in rows])
+    assert acc >= 0.85 and on_target >= 0.85, (hack, acc, on_target)
+
+
+@pytest.mark.parametrize("path", ["quality", "holdout"])
+def test_text_measures_rank_the_good_answer_above_their_corruptions(path):
+    """Complexity and verbosity need no model: the reading level ranks the childish and the technical rewrite below
+    the good answer, the length the padded answer and the curt fragment, on both sets (no model, all prompts)."""
+    from xrlhf.judge.quality import HOLDOUT
+
+    items = pairs(load_quality(HOLDOUT if path == "holdout" else None))
+    floors = {"simple": ("level", 0.8), "technical": ("level", 0.8), "padded": ("length", 0.95),
+              "terse": ("length", 0.95)}
+    for kind, (measure, floor) in floors.items():
+        sel = [it for it in items if it["corruption"] == kind]
+        f = measures.MEASURES[measure]
+        acc = accuracy([f(it["prompt"], it["good"])[0] for it in sel], [f(it["prompt"], it["bad"])[0] for it in sel])
+        assert acc >= floor, (path, kind, acc)
 
 
 @pytest.mark.slow
