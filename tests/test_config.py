@@ -161,6 +161,8 @@ def test_compare_arms_named_override_maps():
     ("compare.arms={a: {algorithm.reinforce.baseline: loo, rollout.samples_per_prompt: 1}}",
      "compare.arms.a: invalid config"),
     ("compare.arms={}", "compare.arms must name at least one arm"),
+    ("compare.algorithms=[ppo, a2c]", "compare.algorithms.1 = 'a2c': Value error, should be 'ppo' or 'reinforce'"),
+    ("compare.arms={a: {algorithm.name: a2c}}", "should be 'ppo' or 'reinforce'"),
     ("eval.judge.dimensions={x: {definition: y}}", "eval.judge.dimensions ['x'] must name the training judge's"),
     ("eval.judge.bogus=1", "unknown config key 'eval.judge.bogus'"),
     ("eval.every_steps=-1", "eval.every_steps"),

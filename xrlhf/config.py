@@ -4,10 +4,11 @@ from __future__ import annotations
 import copy
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -244,8 +245,22 @@ class ReinforceConfig(Strict):
     importance_cap: float = Field(1.0, gt=0)
 
 
+# The algorithms a config may name. xrlhf/learners LEARNERS maps each to its learner and asserts these same names:
+# config is the bottom layer, so it cannot read the registry itself.
+ALGORITHMS = ("ppo", "reinforce")
+
+
+def _known_algorithm(name: str) -> str:
+    if name not in ALGORITHMS:
+        raise ValueError(f"should be {', '.join(map(repr, ALGORITHMS[:-1]))} or {ALGORITHMS[-1]!r}")
+    return name
+
+
+AlgorithmName = Annotated[str, AfterValidator(_known_algorithm)]
+
+
 class AlgorithmConfig(Strict):
-    name: Literal["ppo", "reinforce"] = "reinforce"
+    name: AlgorithmName = "reinforce"
     lr: float = Field(1e-4, gt=0)
     kl_coef: float = Field(0.05, ge=0)
     kl_estimator: Literal["k1", "k2", "abs", "k3"] = "k1"
@@ -339,7 +354,7 @@ def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class CompareConfig(Strict):
-    algorithms: list[Literal["ppo", "reinforce"]] = ["ppo", "reinforce"]
+    algorithms: list[AlgorithmName] = list(ALGORITHMS)
     # Named arms, each a map of config overrides on top of this config ({"algorithm.name": "ppo"} or nested);
     # run dirs are ARM-seedN. None: one arm per entry of `algorithms`, named after it.
     arms: dict[str, dict[str, Any]] | None = None

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xrlhf.config import load_config
+from xrlhf.config import ALGORITHMS, load_config
 from xrlhf.generation import sample
 from xrlhf.learners import LEARNERS, Learner, make_learner
 from xrlhf.models import trainable_state
@@ -15,6 +15,10 @@ TINY = ROOT / "configs" / "tiny.yaml"
 # PPO with two epochs of two minibatches: four optimiser steps in one update
 ARMS = {"ppo": ["algorithm.name=ppo", "algorithm.ppo.epochs=2", "algorithm.ppo.minibatch_size=4"],
         "reinforce": ["algorithm.name=reinforce"]}
+
+
+def test_config_and_the_registry_name_the_same_algorithms():
+    assert set(ALGORITHMS) == set(LEARNERS)
 
 
 def _batch(learner, rewards):
