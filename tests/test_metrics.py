@@ -7,6 +7,7 @@ import torch
 from xrlhf.config import load_config
 from xrlhf.experience import Experience
 from xrlhf.judge.base import Judgement
+from xrlhf.judge.rubric import Dimension, Rubric
 from xrlhf.metrics import attribution, metrics_row, sample_rows
 from xrlhf.step import Judged, StepOutcome, UpdateResult
 
@@ -57,14 +58,32 @@ def test_a_step_without_update_is_marked_skipped():
     assert all(v is None for k, v in row.items() if k.startswith("attribution/"))
 
 
+def _rubric(aggregation, weights=(1.0, 1.0)):
+    return Rubric(tuple(Dimension(d, d, weight=w) for d, w in zip(("helpfulness", "correctness"), weights)),
+                  aggregation)
+
+
 def test_attribution_goes_to_the_dimension_that_moved_the_advantage():
     judgements = [_judgement(h, 0.5, (h + 0.5) / 2) for h in (0.0, 0.5, 1.0, 1.0)]
     rewards = [j.reward for j in judgements]
     advantages = [r - sum(rewards) / 4 for r in rewards]
-    shares = attribution(judgements, advantages, {"helpfulness": 1.0, "correctness": 1.0}, "mean")
+    shares = attribution(judgements, advantages, _rubric("mean"))
     assert shares == pytest.approx({"attribution/helpfulness": 1.0, "attribution/correctness": 0.0})
     # a missing score takes the batch mean: it carries no share
     judgements[1] = _judgement(None, 0.5, 0.5)
-    shares = attribution(judgements, advantages, {"helpfulness": 1.0, "correctness": 1.0}, "mean")
+    shares = attribution(judgements, advantages, _rubric("mean"))
     assert shares["attribution/correctness"] == pytest.approx(0.0)
-    assert attribution(judgements[:1], advantages[:1], {"helpfulness": 1.0}, "mean") == {"attribution/helpfulness": None}
+    assert attribution(judgements[:1], advantages[:1], _rubric("mean")) == {"attribution/helpfulness": None,
+                                                                             "attribution/correctness": None}
+
+
+def test_attribution_weighs_each_dimension_as_the_rubric_aggregates_it():
+    # h = 0, 1 and c = 0.5, 0 against A = -1, 1: cov(A, s_h) = 0.5, cov(A, s_c) = -0.25
+    judgements = [_judgement(0.0, 0.5, None), _judgement(1.0, 0.0, None)]
+    # weighted 3 : 1, coefficients 3/4 and 1/4: 0.375 and -0.0625 of their sum 0.3125
+    shares = attribution(judgements, [-1.0, 1.0], _rubric("weighted", (3.0, 1.0)))
+    assert shares == pytest.approx({"attribution/helpfulness": 1.2, "attribution/correctness": -0.2})
+    # mean ignores the weights (1/2 each): 0.25 and -0.125 of 0.125; min takes the mean's coefficients
+    for aggregation in ("mean", "min"):
+        shares = attribution(judgements, [-1.0, 1.0], _rubric(aggregation, (3.0, 1.0)))
+        assert shares == pytest.approx({"attribution/helpfulness": 2.0, "attribution/correctness": -1.0})

@@ -8,6 +8,7 @@ import numpy as np
 
 from xrlhf.config import Config
 from xrlhf.judge.base import Judgement
+from xrlhf.judge.rubric import Rubric
 from xrlhf.step import StepOutcome
 
 
@@ -31,8 +32,7 @@ def metrics_row(cfg: Config, step: int, out: StepOutcome) -> dict[str, Any]:
         row[f"score/{d}"] = float(np.mean(vals)) if vals else None
     confs = [c for j in judgements for c in j.confidence.values() if c is not None]
     row["confidence/mean"] = float(np.mean(confs)) if confs else None
-    row.update(attribution(judgements, out.advantages, {d: cfg.judge.dimensions[d].weight for d in dims},
-                           cfg.judge.aggregation))
+    row.update(attribution(judgements, out.advantages, Rubric.from_config(cfg.judge)))
     scored = out.scored
     row["corr/length_reward"] = corr([float(lengths[i]) for i in scored], [judgements[i].reward for i in scored])
     row.update({f"judge/{k}": v for k, v in out.judged.stats.items()})
@@ -55,26 +55,25 @@ def sample_rows(step: int, out: StepOutcome) -> list[dict[str, Any]]:
             for i, j in enumerate(out.judgements)]
 
 
-def attribution(judgements: list[Judgement], advantages: list[float | None], weights: dict[str, float],
-                aggregation: str) -> dict[str, float | None]:
-    """Share of the update's advantage each dimension carried: cov(A, w_d·s_d) / Σ_d cov(A, w_d·s_d).
+def attribution(judgements: list[Judgement], advantages: list[float | None], rubric: Rubric) -> dict[str, float | None]:
+    """Share of the update's advantage each dimension carried: cov(A, c_d·s_d) / Σ_d cov(A, c_d·s_d), with c_d the
+    dimension's coefficient in the rubric's aggregation (Rubric.coefficients).
 
     Exact for mean/weighted aggregation (the reward is linear in the scores); for `min` it is the linear
     approximation. Missing scores take the batch mean, so they carry no share.
     """
+    coefficients = rubric.coefficients()
     idx = [i for i, a in enumerate(advantages) if a is not None]
-    out: dict[str, float | None] = {f"attribution/{d}": None for d in weights}
+    out: dict[str, float | None] = {f"attribution/{d}": None for d in coefficients}
     if len(idx) < 2:
         return out
     adv = np.array([advantages[i] for i in idx])
-    total_w = sum(weights.values()) if aggregation == "weighted" else len(weights)
     covs = {}
-    for d, w in weights.items():
+    for d, c in coefficients.items():
         s = np.array([judgements[i].normalised.get(d) if judgements[i].normalised.get(d) is not None else np.nan
                       for i in idx], dtype=float)
         s = np.where(np.isnan(s), np.nanmean(s) if np.isfinite(s).any() else 0.0, s)
-        scale = (w if aggregation == "weighted" else 1.0) / total_w
-        covs[d] = float(np.mean((adv - adv.mean()) * (scale * s - scale * s.mean())))
+        covs[d] = float(np.mean((adv - adv.mean()) * (c * s - c * s.mean())))
     denom = sum(covs.values())
     if abs(denom) < 1e-12:
         return out

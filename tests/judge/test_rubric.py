@@ -70,6 +70,16 @@ def test_weight_zero_dimension_is_ignored_by_weighted_only():
     assert rubric("mean", "drop").aggregate({**FULL, "c": None}) is None
 
 
+def test_coefficients_are_each_dimension_s_share_of_the_aggregate():
+    # weights 2, 1, 0, 1 over 4; mean: 1/4 each; min is not linear and takes the mean's
+    assert rubric("weighted").coefficients() == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.0, "d": 0.25})
+    assert rubric("mean", "drop").coefficients() == pytest.approx({d: 0.25 for d in "abcd"})
+    assert rubric("min").coefficients() == pytest.approx({d: 0.25 for d in "abcd"})
+    # on a full set of scores a linear aggregate is the coefficients' weighted sum
+    assert rubric("weighted").aggregate(FULL) == pytest.approx(
+        sum(c * FULL[d] for d, c in rubric("weighted").coefficients().items()))
+
+
 def test_missing_policy_reweight_renormalises_the_present_weights():
     missing_b = {**FULL, "b": None}
     # present weights 2 (a), 0 (c), 1 (d): (2*0.5 + 1*0.25) / 3 = 0.41666...

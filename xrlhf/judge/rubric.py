@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from xrlhf.config import JudgeConfig
@@ -75,6 +75,12 @@ class Rubric:
         w = [weights[n] for n in present]
         # reweight: the present weights are renormalised to sum to 1, which this division does.
         return sum(wi * v for wi, v in zip(w, values)) / sum(w)
+
+    def coefficients(self) -> dict[str, float]:
+        """d reward / d score of each dimension, every score present, read off aggregate: exact for mean and
+        weighted, whose reward is linear in the scores; min, which is not, gets the mean's as its linear stand-in."""
+        linear = replace(self, aggregation="mean") if self.aggregation == "min" else self
+        return {d: linear.aggregate({n: float(n == d) for n in self.names}) for d in self.names}
 
 
 def _score_value(token: str, lo: int, hi: int) -> int | None:
