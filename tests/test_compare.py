@@ -30,6 +30,18 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def test_an_arm_beyond_the_model_context_fails_before_any_run(tmp_path):
+    """The command checks the config it loaded; each arm's own config is checked before the first run trains."""
+    from xrlhf.compare import run_compare
+    from xrlhf.config import ConfigError, load_config
+
+    cfg = load_config("configs/tiny.yaml", ["compare.arms={a: {rollout.max_new_tokens: 8}, "
+                                            "b: {rollout.max_new_tokens: 300}}"])
+    with pytest.raises(ConfigError, match="rollout.max_new_tokens = 300"):
+        run_compare(cfg, tmp_path / "CMP")
+    assert not list((tmp_path / "CMP").iterdir())
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("compare") / "CMP"

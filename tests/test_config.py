@@ -115,14 +115,6 @@ def test_generation_beyond_the_model_context_is_a_config_error(overrides, named,
     assert not (tmp_path / "r").exists() and not (tmp_path / "empty-cache").exists()
 
 
-def test_generation_within_the_context_passes_the_check():
-    from xrlhf.config import check_context
-
-    check_context(load_config(QUICK, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=256"]))
-    with pytest.raises(ConfigError, match="at most 256"):
-        check_context(load_config(QUICK, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=257"]))
-
-
 def test_cli_rejects_stray_arguments_that_are_not_overrides():
     from xrlhf.cli import parse_args
 

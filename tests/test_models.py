@@ -201,6 +201,16 @@ def test_context_length_of_tiny_and_local_models(tmp_path):
     assert context_length("nobody-has/this-model-anywhere") is None  # not looked up on a hub
 
 
+def test_generation_within_the_context_passes_the_check():
+    from xrlhf.config import ConfigError, load_config
+    from xrlhf.models import check_context
+
+    quick = "configs/quickstart.yaml"
+    check_context(load_config(quick, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=256"]))
+    with pytest.raises(ConfigError, match="at most 256"):
+        check_context(load_config(quick, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=257"]))
+
+
 @pytest.mark.slow
 def test_packaged_context_matches_the_converted_model():
     from transformers import AutoConfig

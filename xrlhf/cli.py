@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from xrlhf.config import ConfigError, check_context, load_config
+from xrlhf.config import ConfigError, load_config
 from xrlhf.logs import process_log, quiet_libraries
 
 OVERRIDES_HELP = "dotted overrides, e.g. algorithm.kl_coef=0.05 judge.dimensions.verbosity.weight=0"
@@ -121,6 +121,8 @@ def _message(exc: BaseException) -> str:
 
 
 def _load(args: argparse.Namespace):
+    from xrlhf.models import check_context
+
     cfg = load_config(args.config, args.overrides)
     check_context(cfg)
     if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):

@@ -42,11 +42,14 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
     from xrlhf.controller import Controller, shutdown_graph
     from xrlhf.evaluate import evaluate
     from xrlhf.judge import judge_label
+    from xrlhf.models import check_context
     from xrlhf.report import build_report
 
     out.mkdir(parents=True, exist_ok=True)
     names = run_names(cfg)
     arm_cfgs = {(a, seed): arm_config(cfg, a, seed) for a in names for seed in cfg.compare.seeds}
+    for run_cfg in arm_cfgs.values():  # an arm may change the model or the lengths: each fails before any trains
+        check_context(run_cfg)
     from xrlhf.judge.likelihood import describe
 
     measures = describe(cfg.judge)

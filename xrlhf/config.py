@@ -532,27 +532,6 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
-def check_context(cfg: Config) -> None:
-    """Prompt plus generated tokens must fit the policy's context: a ConfigError naming the key and the limit.
-
-    Reads the model's config only (no weights); a hub model that can't be looked up offline is not checked."""
-    from xrlhf.models import context_length
-
-    limit = context_length(cfg.model.name, cfg.model.cache_dir)
-    if limit is None:
-        return
-    prompt = cfg.data.max_prompt_tokens
-    if prompt >= limit:
-        raise ConfigError(f"data.max_prompt_tokens = {prompt}: the context of model {cfg.model.name!r} is {limit} "
-                          f"tokens, and generation needs room after the prompt")
-    for key, value in (("rollout.max_new_tokens", cfg.rollout.max_new_tokens),
-                       ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
-        if prompt + value > limit:
-            raise ConfigError(f"{key} = {value}: with data.max_prompt_tokens = {prompt} that is {prompt + value} "
-                              f"tokens, beyond the {limit}-token context of model {cfg.model.name!r}; "
-                              f"at most {limit - prompt}")
-
-
 def apply_overrides(cfg: Config, overrides: dict[str, Any], where: str = "") -> Config:
     """A copy of cfg with dotted-key overrides ({"algorithm.name": "ppo"}) applied and re-validated; errors name
     each key after `where` (e.g. "compare.arms.ppo.")."""

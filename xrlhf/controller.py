@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from xrlhf.config import Config, check_context
+from xrlhf.config import Config
 from xrlhf.data import load_prompts
 from xrlhf.graph import ActorRoles, build_graph, init_ray, kill
 from xrlhf.judge import backend as judge_backend
@@ -61,7 +61,6 @@ class Controller:
                                         max_prompt_tokens=cfg.data.max_prompt_tokens)
         if pset.total_skipped:
             log.info("prompts: %d usable, skipped %s", len(pset.prompts), pset.skipped)
-        check_context(cfg)
         if not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):  # on a cluster the path is the nodes' business
             check_model_source(cfg.model.name)
             judge_model = judge_backend(cfg.judge).local_model(cfg.judge, cfg.model.name)

@@ -13,6 +13,8 @@ from typing import Any, Iterator
 
 import torch
 
+from xrlhf.config import Config, ConfigError
+
 log = logging.getLogger(__name__)
 
 PACKAGED = "packaged"
@@ -201,6 +203,25 @@ def context_length(name: str, cache_dir: str | None = None) -> int | None:
         return None
     config = getattr(config, "get_text_config", lambda: config)()
     return getattr(config, "max_position_embeddings", None)
+
+
+def check_context(cfg: Config) -> None:
+    """Prompt plus generated tokens must fit the policy's context: a ConfigError naming the key and the limit.
+
+    Reads the model's config only (no weights); a hub model that can't be looked up offline is not checked."""
+    limit = context_length(cfg.model.name, cfg.model.cache_dir)
+    if limit is None:
+        return
+    prompt = cfg.data.max_prompt_tokens
+    if prompt >= limit:
+        raise ConfigError(f"data.max_prompt_tokens = {prompt}: the context of model {cfg.model.name!r} is {limit} "
+                          f"tokens, and generation needs room after the prompt")
+    for key, value in (("rollout.max_new_tokens", cfg.rollout.max_new_tokens),
+                       ("eval.max_new_tokens", cfg.eval.max_new_tokens)):
+        if prompt + value > limit:
+            raise ConfigError(f"{key} = {value}: with data.max_prompt_tokens = {prompt} that is {prompt + value} "
+                              f"tokens, beyond the {limit}-token context of model {cfg.model.name!r}; "
+                              f"at most {limit - prompt}")
 
 
 def check_model_source(name: str) -> None:
