@@ -1,11 +1,12 @@
 """`xrlhf compare` end to end on the tiny model with the verifiable rule judge, two seeds, then `xrlhf report`."""
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from report_cells import summary_value
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["summary", "curves", "dimensions", "attribution", "hacking", "examples", "stability", "timing",
@@ -18,12 +19,6 @@ STEPS = 3
 def xrlhf(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "xrlhf.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def summary_value(html: str, metric: str, algorithm: str) -> float:
-    m = re.search(rf'data-metric="{re.escape(metric)}" data-algorithm="{algorithm}" data-value="([^"]+)"', html)
-    assert m, f"no {metric} cell for {algorithm}"
-    return float(m.group(1))
 
 
 def read_jsonl(path: Path) -> list[dict]:

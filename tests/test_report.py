@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from report_cells import summary_value
 from xrlhf.report import build_report, load_compare
 
 DIMS = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
@@ -92,12 +93,6 @@ def make_compare(root: Path, seeds=(0, 1), with_eval: bool = True) -> Path:
         write_jsonl(root / "eval" / "eval.jsonl", eval_rows)
         write_jsonl(root / "eval" / "pairwise.jsonl", pair_rows)
     return root
-
-
-def summary_value(html: str, metric: str, algorithm: str) -> float:
-    m = re.search(rf'data-metric="{re.escape(metric)}" data-algorithm="{algorithm}" data-value="([^"]+)"', html)
-    assert m, f"no {metric} cell for {algorithm}"
-    return float(m.group(1))
 
 
 def images(html: str) -> list[str]:

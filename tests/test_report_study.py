@@ -1,11 +1,11 @@
 """The study's analyses in the report (xrlhf/report_study.py, the win-rate section) on a hand-made compare directory."""
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
 
+from report_cells import summary_value
 from xrlhf.report import build_report
 from xrlhf.report_data import load_compare, pairings, val_curve
 from xrlhf.report_study import distinct_ngram_ratio, quoted_words, verdict, versus_base
@@ -60,23 +60,17 @@ def write(root: Path, biased: bool) -> Path:
     return root
 
 
-def cell(html: str, metric: str, arm: str) -> float:
-    m = re.search(rf'data-metric="{re.escape(metric)}" data-algorithm="{re.escape(arm)}" data-value="([^"]+)"', html)
-    assert m, (metric, arm)
-    return float(m.group(1))
-
-
 def test_equal_samples_and_equal_wall_time_by_hand(tmp_path):
     html = build_report(write(tmp_path / "CMP", biased=False)).read_text(encoding="utf-8")
     # both arms reach 32 samples: ppo 0.3 + 0.04 + seed/1000, mean over seeds 0.341
-    assert cell(html, "val_at_samples", "ppo") == pytest.approx(0.341)
-    assert cell(html, "val_at_samples", "rloo") == pytest.approx(0.381)
+    assert summary_value(html, "val_at_samples", "ppo") == pytest.approx(0.341)
+    assert summary_value(html, "val_at_samples", "rloo") == pytest.approx(0.381)
     # wall time: ppo reaches 80 s, rloo 40 s: both compared at 40 s, where ppo is at 16 samples
-    assert cell(html, "val_at_wall_s", "ppo") == pytest.approx(0.321)
-    assert cell(html, "val_at_wall_s", "rloo") == pytest.approx(0.381)
+    assert summary_value(html, "val_at_wall_s", "ppo") == pytest.approx(0.321)
+    assert summary_value(html, "val_at_wall_s", "rloo") == pytest.approx(0.381)
     assert "rloo is higher beyond seed noise" in html
     # gains over the start have a zero-width interval here (seeds shift start and end alike): rloo +0.08
-    assert cell(html, "val_gain_at_samples", "rloo") == pytest.approx(0.08)
+    assert summary_value(html, "val_gain_at_samples", "rloo") == pytest.approx(0.08)
     # the judges are named as they scored
     assert "training judge (training rewards, validation curve) <code>hf packaged" in html
     assert "evaluation judge (held-out scores, win rates) <code>http big-judge" in html
@@ -89,7 +83,7 @@ def test_a_position_biased_judge_gives_cannot_tell_not_a_half(tmp_path):
     winrates = html[html.index('<section id="winrates">'):]
     assert "cannot tell" in winrates and "0.500" not in winrates
     assert "ppo vs base: cannot tell: the pairwise judge" in html
-    assert math.isnan(cell(html, "win_rate", "ppo"))
+    assert math.isnan(summary_value(html, "win_rate", "ppo"))
 
 
 def test_order_consistent_judge_gives_rates_and_a_length_controlled_rate(tmp_path):
@@ -103,7 +97,7 @@ def test_order_consistent_judge_gives_rates_and_a_length_controlled_rate(tmp_pat
     seed2 = next(p for p in pairings(data) if p.model == "rloo-seed2")
     assert seed2.length_controlled == 1.0 and seed2.rate == pytest.approx(0.875)
     html = build_report(data.path).read_text(encoding="utf-8")
-    assert cell(html, "win_rate_vs_base", "ppo") == pytest.approx(0.875)
+    assert summary_value(html, "win_rate_vs_base", "ppo") == pytest.approx(0.875)
 
 
 def test_versus_base_distinct_ratio_and_verdicts(tmp_path):
