@@ -1,4 +1,5 @@
-"""Fault-injection helpers shared by the reliability tests: a misbehaving judge server, process-tree lookups."""
+"""Fault-injection helpers shared by the reliability and HTTP judge tests: a misbehaving judge server, process-tree
+lookups."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 
-FAULT_KINDS = ("500", "garbage", "empty", "stall")
+FAULT_KINDS = ("500", "garbage", "empty", "stall")  # what fault "rotate" cycles through
 # First-token logprobs of every good answer: P("3") = 0.75, P("2") = 0.25, so the expected score is 2.75 of 0..4.
 GOOD_TOP = {"3": math.log(0.75), "2": math.log(0.25)}
 GOOD_SCORE = 2.75
@@ -67,49 +68,58 @@ class StubCompletionsServer:
         return Handler
 
 
-class JudgeFaultServer(StubCompletionsServer):
-    """An OpenAI-style /v1/completions judge on 127.0.0.1 that fails on purpose.
+def good_answer(prompt: str, chat: bool) -> dict:
+    """A completion whose first-token logprobs are GOOD_TOP (a /completions answer; FaultServer's default)."""
+    logprobs = {"tokens": ["3"], "token_logprobs": [GOOD_TOP["3"]], "top_logprobs": [GOOD_TOP]}
+    return {"choices": [{"index": 0, "text": "3", "finish_reason": "length", "logprobs": logprobs}]}
 
-    mode "none": every request gets a good answer. mode "some": the first attempt at a prompt fails
-    when a hash of the prompt falls in `fraction`, the second attempt in fraction², later ones never,
-    so whether a request fails does not depend on thread timing. mode "all": every request fails.
-    Failures cycle through 500 (whose body echoes the Authorization header, as a careless server's
-    might), a non-JSON body, an empty body, and a stall past the client's timeout. Requests without
-    `Bearer <key>` get 401. `injected` counts failures sent, `ok` good answers.
+
+class FaultServer(StubCompletionsServer):
+    """An OpenAI-style /v1 judge on 127.0.0.1 that fails on purpose (`set`) and otherwise answers
+    `answer(prompt, chat)`.
+
+    A request fails when its prompt contains `only` (any prompt when None), it is one of the first `fail_first`
+    attempts at that prompt, and a hash of the prompt falls below fraction ** (attempt + 1): with fraction < 1 fewer
+    prompts fail at each retry, and whether a request fails never depends on thread timing. It fails with `fault`, or
+    with "rotate" the next of FAULT_KINDS: 500 whose body echoes the Authorization header (as a careless server's
+    might), a non-JSON body, an empty body, a stall of `stall_s` past the client's timeout; or "no_logprobs", a
+    completion without them. Requests without `Bearer <key>` get 401, echoing the header too; with chat_only,
+    /completions answers 404 as a chat-only server does. `injected` counts faults sent by kind, `ok` good answers,
+    `unauthorised` refused requests.
     """
 
-    def __init__(self, key: str, stall_s: float = 1.5) -> None:
-        self.key, self.stall_s = key, stall_s
-        self.mode, self.fraction = "none", 0.0
+    def __init__(self, key: str, stall_s: float = 1.5, answer: Callable[[str, bool], dict] = good_answer) -> None:
+        self.key, self.stall_s, self.answer = key, stall_s, answer
         self.attempts: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
         self.ok = 0
         self.unauthorised = 0
         self._n = 0
+        self.set("none")
         super().__init__()
 
-    def set(self, mode: str, fraction: float = 0.0) -> None:
-        with self.lock:
-            self.mode, self.fraction = mode, fraction
+    def set(self, fault: str, fail_first: int = 10**9, only: str | None = None, fraction: float = 1.0,
+            chat_only: bool = False) -> None:
+        """The plan from now on ("none": no faults); each prompt's attempts count afresh."""
+        self.fault, self.fail_first, self.only, self.fraction, self.chat_only = \
+            fault, fail_first, only, fraction, chat_only
+        self.attempts.clear()
 
     def _plan(self, prompt: str) -> str | None:
         """The fault to answer this request with, or None for a good answer."""
         with self.lock:
             attempt = self.attempts[prompt]
             self.attempts[prompt] += 1
-            mode, fraction = self.mode, self.fraction
-            if mode == "none":
-                fail = False
-            elif mode == "all":
-                fail = True
-            else:
-                u = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 16**8
-                fail = attempt < 2 and u < fraction ** (attempt + 1)
+            u = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) / 16**8  # [0, 1)
+            fail = self.fault != "none" and (self.only is None or self.only in prompt) \
+                and attempt < self.fail_first and u < self.fraction ** (attempt + 1)
             if not fail:
                 self.ok += 1
                 return None
-            kind = FAULT_KINDS[self._n % len(FAULT_KINDS)]
-            self._n += 1
+            kind = self.fault
+            if kind == "rotate":
+                kind = FAULT_KINDS[self._n % len(FAULT_KINDS)]
+                self._n += 1
             self.injected[kind] += 1
             return kind
 
@@ -117,20 +127,24 @@ class JudgeFaultServer(StubCompletionsServer):
         if auth != f"Bearer {self.key}":
             with self.lock:
                 self.unauthorised += 1
-            return 401, b'{"error": "unauthorised"}'
-        fault = self._plan(body["prompt"])
+            return 401, json.dumps({"error": f"bad credentials {auth!r}"}).encode()
+        chat = path.endswith("/chat/completions")
+        if self.chat_only and not chat:
+            return 404, b'{"error": "not found"}'
+        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        fault = self._plan(prompt)
         if fault == "500":
             return 500, json.dumps({"error": f"overloaded; request had {auth}"}).encode()
         if fault == "garbage":
             return 200, b"<html>upstream proxy error</html>"
         if fault == "empty":
             return 200, b""
+        if fault == "no_logprobs":
+            return 200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode()
         if fault == "stall":
             time.sleep(self.stall_s)
             return 504, b""
-        logprobs = {"tokens": ["3"], "token_logprobs": [GOOD_TOP["3"]], "top_logprobs": [GOOD_TOP]}
-        return 200, json.dumps({"choices": [{"index": 0, "text": "3", "finish_reason": "length",
-                                             "logprobs": logprobs}]}).encode()
+        return 200, json.dumps(self.answer(prompt, chat)).encode()
 
 
 def rows(path: Path) -> list[dict]:

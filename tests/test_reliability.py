@@ -21,7 +21,7 @@ import pytest
 import ray
 import torch
 
-from faults import GOOD_SCORE, JudgeFaultServer, find_actor, listening, process_tree
+from faults import GOOD_SCORE, FaultServer, find_actor, listening, process_tree
 from faults import rows as _rows, train_in_thread as _train_in_thread, wait_rows as _wait_rows
 from xrlhf.config import Config, ResourcesConfig, load_config
 from xrlhf.controller import Controller, JudgeUnavailableError, shutdown_graph
@@ -140,8 +140,8 @@ def test_http_judge_failing_some_then_all_requests(local_ray, tmp_path, caplog, 
     """Some judge requests fail (500 echoing the key, garbage, empty, stall): the run goes on, counts each
     failure per step, never scores a failure. Then all fail: it stops within the configured time with a
     checkpoint, and the finished steps stay. The planted key is nowhere in the run dir, wandb or logs."""
-    server = JudgeFaultServer(KEY)
-    server.set("some", fraction=0.4)
+    server = FaultServer(KEY)
+    server.set("rotate", fail_first=2, fraction=0.4)  # 40 % of prompts fail once, 16 % twice
     limit_s = 8.0
     cfg = load_config(TINY, [
         "steps=200", "checkpoint.every=2", "judge.backend=http", TWO_DIMS, "judge.cache=false",
@@ -152,7 +152,7 @@ def test_http_judge_failing_some_then_all_requests(local_ray, tmp_path, caplog, 
     run = tmp_path / "http-judge"
     try:
         with _training(cfg, run, caplog, rows=4) as (_, thread, errors):
-            server.set("all")
+            server.set("rotate")
             t_all = time.monotonic()
             thread.join(timeout=180)
             t_stop = time.monotonic()

@@ -3,13 +3,12 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from faults import StubCompletionsServer
+from faults import FaultServer, StubCompletionsServer
 from xrlhf.config import Config, ConfigError, HttpJudgeConfig, JudgeConfig, dump_config
 from xrlhf.judge.http import HttpJudge
 
@@ -24,68 +23,21 @@ BAD_AS_A = {"A": math.log(0.3), "B": math.log(0.7)}
 PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue."), ("Say hi.", "Hi!"), ("Capital of France?", "Paris.")]
 
 
-class FaultServer(StubCompletionsServer):
-    """/v1/completions on 127.0.0.1 that fails on purpose: `fault` for the first `fail_first` attempts at each prompt.
-
-    Only prompts containing `only` fail (all when None). Requests without the bearer key get a
-    401 whose body echoes the Authorization header, as a careless server might.
-    """
-
-    def __init__(self, key: str | None = KEY, stall_s: float = 2.0) -> None:
-        self.key, self.stall_s = key, stall_s
-        self.fault, self.fail_first, self.only = "none", 0, None
-        self.chat_only = False  # answer /completions with 404, as a chat-only server does
-        self.attempts: Counter = Counter()
-        super().__init__()
-
-    def set(self, fault: str, fail_first: int = 10**9, only: str | None = None, chat_only: bool = False) -> None:
-        self.fault, self.fail_first, self.only, self.chat_only = fault, fail_first, only, chat_only
-        self.attempts.clear()
-
-    def _plan(self, prompt: str) -> str:
-        with self.lock:
-            attempt = self.attempts[prompt]
-            self.attempts[prompt] += 1
-        faulty = self.only is None or self.only in prompt
-        return self.fault if faulty and attempt < self.fail_first else "none"
-
-    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
-        if self.key and auth != f"Bearer {self.key}":
-            return 401, json.dumps({"error": f"bad credentials {auth!r}"}).encode()
-        chat = path.endswith("/chat/completions")
-        if self.chat_only and not chat:
-            return 404, b'{"error": "not found"}'
-        prompt = body["messages"][0]["content"] if chat else body["prompt"]
-        fault = self._plan(prompt)
-        if fault == "500":
-            return 500, b"internal error"
-        if fault == "garbage":
-            return 200, b"<html>surprise</html>"
-        if fault == "empty":
-            return 200, b""
-        if fault == "no_logprobs":
-            return 200, json.dumps({"choices": [{"text": "3", "logprobs": None}]}).encode()
-        if fault == "stall":
-            time.sleep(self.stall_s)
-        top = SCORE_TOP if "Better response" not in prompt \
-            else GOOD_AS_A if "<<<RESPONSE_A>>>\ngood\n" in prompt else BAD_AS_A
-        return 200, json.dumps(_chat_answer(top) if chat else _answer(top)).encode()
-
-
-def _answer(top):
+def _answer(prompt: str, chat: bool) -> dict:
+    top = SCORE_TOP if "Better response" not in prompt \
+        else GOOD_AS_A if "<<<RESPONSE_A>>>\ngood\n" in prompt else BAD_AS_A
+    if chat:
+        content = [{"token": "3", "logprob": -0.3,
+                    "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]}]
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "3"}, "finish_reason": "length",
+                             "logprobs": {"content": content}}]}
     logprobs = {"tokens": ["3"], "token_logprobs": [-0.3], "top_logprobs": [top]}
     return {"choices": [{"index": 0, "text": "Score: 3", "finish_reason": "length", "logprobs": logprobs}]}
 
 
-def _chat_answer(top):
-    content = [{"token": "3", "logprob": -0.3, "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]}]
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "3"}, "finish_reason": "length",
-                         "logprobs": {"content": content}}]}
-
-
 @pytest.fixture(scope="module")
 def server():
-    srv = FaultServer()
+    srv = FaultServer(KEY, stall_s=2.0, answer=_answer)
     yield srv
     srv.close()
 
