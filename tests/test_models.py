@@ -205,10 +205,10 @@ def test_generation_within_the_context_passes_the_check():
     from xrlhf.config import ConfigError, load_config
     from xrlhf.models import check_context
 
-    quick = "configs/quickstart.yaml"
-    check_context(load_config(quick, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=256"]))
+    tiny = ["model.name=tiny", "data.max_prompt_tokens=256"]
+    check_context(load_config("configs/quickstart.yaml", [*tiny, "rollout.max_new_tokens=256"]))
     with pytest.raises(ConfigError, match="at most 256"):
-        check_context(load_config(quick, ["model.name=tiny", "data.max_prompt_tokens=256", "rollout.max_new_tokens=257"]))
+        check_context(load_config("configs/quickstart.yaml", [*tiny, "rollout.max_new_tokens=257"]))
 
 
 @pytest.mark.slow
