@@ -1,0 +1,135 @@
+"""Imports in the xrlhf package point down its layers, and no modules import each other round a cycle.
+
+Read from the source with ast (nothing is imported); imports inside functions count as well as those at the top.
+A module named by a string and loaded with importlib (the LEARNERS registry's "module:Class") is not seen.
+"""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Bottom first. A module may import modules of its own layer and of those below; a package's name covers its
+# submodules. Derived from the code: the judge scores with a local model (models, generation), so it sits over them.
+LAYERS = [
+    ("config", "data", "stats", "logs", "ops", "exposure", "prompts"),  # leaves: import nothing of xrlhf
+    ("algorithms",),  # losses, advantages and KL estimators over ops
+    ("experience", "models", "generation", "vllm_rollout"),  # the batch, the models, sampling
+    ("judge", "learners"),  # the reward and the update; neither imports the other
+    ("step",),  # one step over any roles, and the typed results the actors return
+    ("actors",),
+    ("graph", "metrics", "validation", "rundir", "controller"),  # the driver
+    ("evaluate", "compare", "report", "report_data", "report_figures", "report_sections", "report_study",
+     "report_summary"),  # the commands' work
+    ("cli",),
+]
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    """{dotted module name: file} of every module of the xrlhf package under root."""
+    out = {}
+    for path in sorted((root / "xrlhf").rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
+    """(module imported, line) for each xrlhf import in the file, at any depth; `from P import x` is the submodule
+    P.x when there is one, else P."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                target = alias.name
+                while target not in known and "." in target:
+                    target = target.rsplit(".", 1)[0]
+                out.append((target, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, one level up per extra dot
+                base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.append((sub if sub in known else base, node.lineno))
+    return [(t, line) for t, line in out if t.split(".")[0] == "xrlhf" and t != name]
+
+
+def layer(name: str) -> int | None:
+    """The index in LAYERS of a module's layer; the package's own __init__ is a leaf; None: in no layer."""
+    parts = name.split(".")
+    if len(parts) == 1:
+        return 0
+    return next((i for i, names in enumerate(LAYERS) if parts[1] in names), None)
+
+
+def graph(root: Path = ROOT) -> dict[str, list[tuple[str, int]]]:
+    found = modules(root)
+    return {name: imports(name, path, set(found)) for name, path in found.items()}
+
+
+def upward(edges: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """Each import of a module in a higher layer than the importer's, as 'a:line imports b (layer i > j)' (a module
+    in no layer is test_every_module_has_a_layer's failure)."""
+    return [f"{a}:{line} imports {b} (layer {layer(b)} > {layer(a)})"
+            for a, targets in edges.items() for b, line in targets
+            if None not in (layer(a), layer(b)) and layer(b) > layer(a)]
+
+
+def cycles(edges: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
+    """The groups of modules that import each other round a cycle (strongly connected, more than one)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = []
+
+    def visit(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w, _ in edges.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in modules() if layer(m) is None] == []
+
+
+def test_no_import_runs_upward():
+    assert upward(graph()) == []
+
+
+def test_no_import_cycle():
+    assert cycles(graph()) == []
+
+
+def test_the_walk_sees_top_level_lazy_and_from_package_imports():
+    edges = {a: {b for b, _ in targets} for a, targets in graph().items()}
+    assert {"xrlhf.algorithms.ppo", "xrlhf.ops", "xrlhf.learners.common"} <= edges["xrlhf.learners.ppo"]
+    assert "xrlhf.actors.learner" in edges["xrlhf.graph"]  # inside build_graph
+    assert "xrlhf.judge.guards" in edges["xrlhf.judge.base"]  # from xrlhf.judge import guards: the submodule
+    assert "xrlhf.judge" in edges["xrlhf.evaluate"]  # from xrlhf.judge import build_judge: the package
+
+
+def test_an_upward_import_and_a_cycle_are_caught(tmp_path):
+    (tmp_path / "xrlhf").mkdir()
+    (tmp_path / "xrlhf" / "__init__.py").write_text("")
+    (tmp_path / "xrlhf" / "config.py").write_text("def f():\n    from xrlhf import controller\n")
+    (tmp_path / "xrlhf" / "controller.py").write_text("from xrlhf.config import f\n")
+    edges = graph(tmp_path)
+    assert upward(edges) == ["xrlhf.config:2 imports xrlhf.controller (layer 6 > 0)"]
+    assert cycles(edges) == [["xrlhf.config", "xrlhf.controller"]]
