@@ -47,11 +47,37 @@ def matmul_rate(n: int = 1024, m: int | None = None, k: int | None = None, reps:
     return 2 * n * m * k / best / 1e9
 
 
+STREAM_MIB = 512  # per array: far beyond any cache of this machine (L3 is tens of MB)
+
+
+def memory_bandwidth(mib: int = STREAM_MIB, reps: int = 5) -> dict[str, float]:
+    """GB/s of STREAM's copy (b = a: 2 arrays moved) and triad (a = b + s*c: 3) over fp32 arrays of `mib` MiB each,
+    best of `reps`, wall time, in this process's torch threads: what the memory system delivers, independent of any
+    xrlhf kernel. The physical leg of a roofline."""
+    n = mib * 2**20 // 4
+    a, b, c = torch.ones(n), torch.full((n,), 2.0), torch.full((n,), 0.5)
+    out = {}
+    for name, arrays, op in (("copy", 2, lambda: b.copy_(a)), ("triad", 3, lambda: torch.add(b, c, alpha=3.0, out=a))):
+        op()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            op()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = arrays * n * 4 / best / 1e9
+    return out
+
+
+def sgemm_rate(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 5) -> float:
+    """The best fp32 GFLOP/s of square torch.mm over `sizes` (MKL's sgemm on this CPU): the compute leg."""
+    return max(matmul_rate(n, reps=reps) for n in sizes)
+
+
 def stream_rate(rows: tuple[int, ...] = (1, 4), vocab: int = 262144, hidden: int = 640, reps: int = 5) -> float:
     """GB/s at which an fp32 matmul streams its weights: [r, hidden] by a [vocab, hidden] weight (the LM head's
     shape and layout) for each r in `rows`, the fastest of xrlhf.generation's LINEAR_KERNELS (torch's linear,
-    vocabulary blocks, the oneDNN-packed weight), best of `reps` each, by thread CPU time. At a row or a few the
-    product is bound by reading the weight, so the fastest is the rate a decode step can read the model at."""
+    vocabulary blocks, the oneDNN-packed weight), best of `reps` each, by thread CPU time. This is xrlhf's own
+    kernel, so it moves with the code; the physical limit is memory_bandwidth()."""
     from xrlhf.generation import LINEAR_KERNELS
 
     w = torch.randn(vocab, hidden)

@@ -13,17 +13,16 @@ runs. All sides
 sample the same prompts with the same seed at the same lengths (every response forced to `new_tokens`), one thread, alternating A B / B A per round; time is the thread's CPU time, so other
 processes on the shared cores slow both sides and the matmul probe alike.
 
-Two shares of the matmul rate per side: "executed" is the analytic FLOPs each side ran (bench/limit.py's
-FlopCounter) over its CPU time; "nominal" is the previous path's FLOPs (the work of sampling these rows from these
-prompts without sharing) over the side's time, i.e. how fast the stage does the same job. Both against the fp32
-matmul rate probed in the same run. Log-probs are checked against a forward pass of what each side sampled.
+One share of the matmul rate per side: "executed" is the analytic FLOPs each side ran (bench/limit.py's
+FlopCounter) over its CPU time, round by round (each round's FLOPs over its own time; the median over rounds),
+against the best sgemm rate probed in the same run (limit.sgemm_rate). Work a side skips (a prompt pass shared
+among samples) is not counted as done. Log-probs are checked against a forward pass of what each side sampled.
 
 The roofline columns bound what fp32 decoding can reach here: per model call, the larger of its FLOPs over the
-probed matmul rate and its weight bytes over the probed weight-stream rate (limit.py stream_rate: an LM-head-shaped
-product of one row, bound by reading its 671 MB), summed over the calls the "after" side made. A decode step of a
-few rows reads every weight to do 2 FLOPs per weight per row, so at 16 rows it cannot run faster than
-16 / 2 × the stream rate in GFLOP/s whatever the code: "ceiling" is the share of the matmul rate that bound
-allows (nominal), "at roofline" the bound's time over the measured time.
+sgemm rate and its weight bytes over the memory bandwidth (limit.memory_bandwidth: STREAM copy and triad over
+512 MiB arrays, the larger; no xrlhf kernel in it), summed over the calls the "after" side made. A decode step of a
+few rows reads every weight to do 2 FLOPs per weight per row, so it cannot run faster than that whatever the code:
+"at roofline" is the bound's time over the measured time, round by round.
 
     python bench/rollout.py                      # 3 shapes x 2 rounds x 3 sides: ~12 min on 2 shared cores
 """
@@ -37,7 +36,7 @@ from typing import Any, Iterator
 import torch
 
 from common import table, train_prompts, write_result
-from limit import FlopCounter, matmul_rate, stream_rate
+from limit import FlopCounter, matmul_rate, memory_bandwidth, sgemm_rate
 
 
 SIDES = ("before", "previous", "after")  # "previous": only the LM head tuned, without the packed product
@@ -149,8 +148,8 @@ def main() -> None:
             with previous_head(model):
                 sample(model, tok, prompts[:rows], 1, 2, seed=0, tune_linears=False)
     print(f"  previous head kernels {PREVIOUS_CHOICE}", flush=True)
-    probes = [matmul_rate(1024)]
-    streams = [stream_rate()]
+    probes = [sgemm_rate()]
+    streams = [max(memory_bandwidth().values())]
     offset = 0
     for shape in args.shapes:
         n_prompts, n, new_tokens = (int(x) for x in shape.split("x"))
@@ -176,8 +175,8 @@ def main() -> None:
             # the share of rows whose whole response is the same
             same = (seqs["before"][:, -new_tokens:] == seqs["after"][:, -new_tokens:]).all(-1)
             runs.setdefault((shape, "same_tokens"), []).append(float(same.float().mean()))
-            probes.append(matmul_rate(1024))
-            streams.append(stream_rate())
+            probes.append(sgemm_rate())
+            streams.append(max(memory_bandwidth().values()))
             print(f"  {shape} round {rnd}: " + ", ".join(f"{side} {runs[(shape, side)][-1]['cpu_s']:.2f}s"
                                                           for side in SIDES), flush=True)
     peak, stream = statistics.median(probes), statistics.median(streams)
@@ -185,29 +184,29 @@ def main() -> None:
     for shape in args.shapes:
         med = {side: statistics.median(r["cpu_s"] for r in runs[(shape, side)]) for side in SIDES}
         prev_ratios = [u["cpu_s"] / a["cpu_s"] for u, a in zip(runs[(shape, "previous")], runs[(shape, "after")])]
-        gflop = {side: runs[(shape, side)][0]["gflop"] for side in ("before", "after")}
-        roof = {side: statistics.median(counter.roofline_seconds(peak, stream, lora=False, calls=r["calls"])
-                                        for r in runs[(shape, side)]) for side in SIDES}
+        def executed(side: str) -> float:  # each round's FLOPs over its own time, then the median
+            return statistics.median(r["gflop"] / r["cpu_s"] for r in runs[(shape, side)]) / peak
+
+        roof = {side: [counter.roofline_seconds(peak, stream, lora=False, calls=r["calls"])
+                       for r in runs[(shape, side)]] for side in SIDES}
         ratios = [b["cpu_s"] / a["cpu_s"] for b, a in zip(runs[(shape, "before")], runs[(shape, "after")])]
         rows.append({"shape": shape, "before_cpu_s": med["before"], "after_cpu_s": med["after"],
                      "speedup": med["before"] / med["after"], "speedup_min": min(ratios), "speedup_max": max(ratios),
                      "previous_cpu_s": med["previous"], "vs_previous": med["previous"] / med["after"],
                      "vs_previous_min": min(prev_ratios), "vs_previous_max": max(prev_ratios),
-                     "executed_before": gflop["before"] / med["before"] / peak,
-                     "executed_previous": gflop["after"] / med["previous"] / peak,
-                     "executed_after": gflop["after"] / med["after"] / peak,
-                     "nominal_previous": gflop["before"] / med["previous"] / peak,
-                     "nominal_after": gflop["before"] / med["after"] / peak,
-                     # the fp32 roofline: the least time these calls can take at the probed matmul and weight-stream
-                     # rates, and the share of the matmul rate that bound allows (nominal, as above)
-                     "roofline_after_s": roof["after"], "at_roofline_after": roof["after"] / med["after"],
-                     "ceiling_nominal_after": gflop["before"] / roof["after"] / peak,
+                     "executed_before": executed("before"), "executed_previous": executed("previous"),
+                     "executed_after": executed("after"),
+                     # the fp32 roofline: the least time these calls can take at the sgemm rate and the memory
+                     # bandwidth, and how close the measured time comes to it, round by round
+                     "roofline_after_s": statistics.median(roof["after"]),
+                     "at_roofline_after": statistics.median(
+                         b / r["cpu_s"] for b, r in zip(roof["after"], runs[(shape, "after")])),
                      "max_logprob_error": max(r["logprob_error"] for side in SIDES
                                               for r in runs[(shape, side)]),
                      "same_tokens": min(runs[(shape, "same_tokens")])})
     print(table(rows, list(rows[0])))
-    print(f"matmul rate (fp32, 1 thread, median of {len(probes)} probes): {peak:.1f} GFLOP/s; "
-          f"weight stream rate {stream:.2f} GB/s")
+    print(f"sgemm rate (fp32, 1 thread, median of {len(probes)} probes): {peak:.1f} GFLOP/s; "
+          f"memory bandwidth (STREAM, 512 MiB arrays) {stream:.2f} GB/s")
     for r in runs.values():
         for x in r if isinstance(r, list) else []:
             if isinstance(x, dict):
