@@ -163,8 +163,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--judge", action="store_true", help="also the hf judge (expected mode) on the sampled batch")
+    ap.add_argument("--probe", action="store_true",
+                    help="only the physical limits: memory bandwidth (STREAM) and the best sgemm rate, 1 thread")
     args = ap.parse_args()
     torch.set_num_threads(1)  # each actor runs one torch thread here (resources.*.num_cpus 0.5)
+    if args.probe:
+        rounds = [{"bandwidth_gbps": memory_bandwidth(), "sgemm_gflops": {n: matmul_rate(n) for n in (512, 1024, 2048)}}
+                  for _ in range(3)]
+        out = {"command": "python bench/limit.py --probe", "threads": 1, "stream_mib_per_array": STREAM_MIB,
+               "rounds": rounds, "copy_gbps": max(r["bandwidth_gbps"]["copy"] for r in rounds),
+               "triad_gbps": max(r["bandwidth_gbps"]["triad"] for r in rounds),
+               "sgemm_gflops": max(max(r["sgemm_gflops"].values()) for r in rounds)}
+        print(f"memory bandwidth: copy {out['copy_gbps']:.1f} GB/s, triad {out['triad_gbps']:.1f} GB/s; "
+              f"best sgemm {out['sgemm_gflops']:.1f} GFLOP/s (1 thread)")
+        print(f"wrote {write_result('probe', out)}")
+        return
 
     from xrlhf.generation import sample
     from xrlhf.learners import make_learner
