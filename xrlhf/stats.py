@@ -72,17 +72,20 @@ def _sample_var(xs: list[float]) -> float:
     return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
 
 
+def _finite_mean(values: Sequence[Number]) -> tuple[list[float], float]:
+    """The finite values and their mean (nan when there are none)."""
+    xs = finite(values)
+    return xs, (sum(xs) / len(xs) if xs else math.nan)
+
+
 def mean_ci(values: Sequence[Number], confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, lo, hi): Student t interval of the mean over seeds.
 
     One value gives (mean, nan, nan): a single seed has no interval, and callers must say so.
     No values gives (nan, nan, nan).
     """
-    xs = finite(values)
-    if not xs:
-        return math.nan, math.nan, math.nan
-    mean = sum(xs) / len(xs)
-    if len(xs) == 1:
+    xs, mean = _finite_mean(values)
+    if len(xs) < 2:
         return mean, math.nan, math.nan
     half = t_critical(confidence, len(xs) - 1) * math.sqrt(_sample_var(xs) / len(xs))
     return mean, mean - half, mean + half
@@ -118,11 +121,8 @@ def bootstrap_mean_ci(values: Sequence[Number], confidence: float = 0.95, resamp
     With per-prompt differences (tuned − base on the same prompt, averaged over seeds) it is the paired bootstrap
     over prompts. Seeded, so a number written from it can be recomputed exactly; one value has no interval.
     """
-    xs = finite(values)
-    if not xs:
-        return math.nan, math.nan, math.nan
-    mean = sum(xs) / len(xs)
-    if len(xs) == 1:
+    xs, mean = _finite_mean(values)
+    if len(xs) < 2:
         return mean, math.nan, math.nan
     rng = random.Random(seed)
     means = sorted(sum(rng.choices(xs, k=len(xs))) / len(xs) for _ in range(resamples))

@@ -326,3 +326,19 @@ def test_each_default_dimension_is_described_by_its_own_signal():
     assert all("specificity: " in line for line in lines.values())
     expected = JudgeConfig(mode="expected")
     assert describe(expected) == {n: d.definition for n, d in expected.dimensions.items()}
+
+
+def test_the_stated_specificity_is_the_committed_measurement():
+    """likelihood.SPECIFICITY (shown in every report) against bench/results/judge_quality.json's default row: each
+    unguarded corruption kind is listed under the signal of the dimension it moves most, with its share."""
+    from pathlib import Path
+
+    from xrlhf.judge.likelihood import DEFAULT_SIGNAL, SPECIFICITY
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "results" / "judge_quality.json"
+    row = next(r for r in json.loads(path.read_text())["results"] if r["config"] == "likelihood")
+    measured: dict[str, dict[str, float]] = {kind: {} for kind in SPECIFICITY}
+    for c in row["corruptions"]:
+        if c["guarded"] < c["n"]:  # a guarded row moves every dimension to 0 alike
+            measured[DEFAULT_SIGNAL[c["most_moved"]]][c["corruption"]] = round(c["dims"][c["most_moved"]], 2)
+    assert measured == SPECIFICITY

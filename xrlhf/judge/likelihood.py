@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from xrlhf.judge import guards, measures
+from xrlhf.judge.base import Verdict
 from xrlhf.judge.rubric import Dimension
 from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs
 
@@ -203,8 +204,9 @@ SIGNALS = (*MODEL_SIGNALS, *measures.MEASURES)
 
 
 # What a dimension reading each signal measures, in one line, and its specificity measured on the judge-quality set
-# with the default rubric (python bench/judge_quality.py: the corruption kinds whose column it tops, with the share
-# of prompts where the good answer scores higher on it; BENCHMARKS.md, Judge quality).
+# with the default rubric (python bench/judge_quality.py: the unguarded corruption kinds whose column it tops, with
+# the share of prompts where the good answer scores higher on it; tests/judge/test_likelihood.py checks them
+# against bench/results/judge_quality.json).
 DESCRIPTIONS = {
     "relevance": "what the question explains of the response (quoted words earn nothing), and whether it ends where "
                  "an answer ends",
@@ -214,13 +216,20 @@ DESCRIPTIONS = {
     "level": "its reading grade (Flesch-Kincaid) against 4-13, what a general reader follows",
     "length": "its words against 6-40 (2-30 when the question asks for one line or a word)",
 }
-SPECIFICITY = {
-    "relevance": "tops off_topic 1.00, refusal 1.00, quoted_nonanswer 1.00, generic 1.00",
-    "fit": "tops factual_error 0.91; also tops shuffled, simple and technical (1.00)",
-    "fluency": "tops truncated 1.00",
-    "level": "tops no kind: simple 0.83 and technical 0.86 on it, but fit moves for them at 1.00",
-    "length": "tops padded 1.00, terse 1.00",
+SPECIFICITY: dict[str, dict[str, float]] = {  # signal -> {corruption kind whose column it tops: share}
+    "relevance": {"off_topic": 1.00, "refusal": 1.00, "quoted_nonanswer": 1.00, "generic": 1.00},
+    "fit": {"factual_error": 0.91, "shuffled": 1.00, "simple": 1.00, "technical": 1.00},
+    "fluency": {"truncated": 1.00},
+    "level": {},
+    "length": {"padded": 1.00, "terse": 1.00},
 }
+SPECIFICITY_NOTE = {"fit": "it falls for a correct answer in an odd register too",
+                    "level": "it ranks simple 0.83 and technical 0.86 of prompts right, but fit moves for them at 1.00"}
+
+
+def specificity(kind: str) -> str:
+    tops = ", ".join(f"{k} {v:.2f}" for k, v in SPECIFICITY[kind].items()) or "no kind"
+    return f"tops {tops}" + (f" ({SPECIFICITY_NOTE[kind]})" if kind in SPECIFICITY_NOTE else "")
 
 
 def describe(cfg: Any) -> dict[str, str]:
@@ -232,7 +241,7 @@ def describe(cfg: Any) -> dict[str, str]:
     for name, d in cfg.dimensions.items():
         kind = signal_for(name, d.signal).kind
         custom = " (its own instruction)" if d.instruction else ""
-        out[name] = f"{kind}{custom}: {DESCRIPTIONS[kind]}; specificity: {SPECIFICITY[kind]}"
+        out[name] = f"{kind}{custom}: {DESCRIPTIONS[kind]}; specificity: {specificity(kind)}"
     return out
 
 
@@ -271,10 +280,8 @@ class LikelihoodMode:
             out[(p, r, ins)] = None if failed else read(p, r, tails.get("asked"), tails.get("unasked"))
         return out
 
-    def verdicts(self, items: list[tuple[str, str, str, Dimension]], rationale: bool) -> list[Any]:
+    def verdicts(self, items: list[tuple[str, str, str, Dimension]], rationale: bool) -> list[Verdict]:
         """One Verdict per (prompt, response, instruction, dimension); None as score where a request failed."""
-        from xrlhf.judge.base import Verdict
-
         needs: dict[tuple[str, str, str], set[str]] = {}
         for p, r, ins, d in items:
             if r.strip() and self.signals[d.name].reads_model:

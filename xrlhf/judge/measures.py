@@ -52,7 +52,7 @@ def grade(text: str) -> float:
     ws = [w for w in words(text) if not w.isdigit()]
     if not ws:
         return 0.0
-    sentences = max(1, len(re.findall(r"[.!?]+(?:\s|$)", text.strip())) or 1)
+    sentences = max(1, len(re.findall(r"[.!?]+(?:\s|$)", text.strip())))
     return 0.39 * len(ws) / sentences + 11.8 * sum(syllables(w) for w in ws) / len(ws) - 15.59
 
 
