@@ -38,7 +38,7 @@ def test_an_altered_number_or_a_reworded_claim_fails(tmp_path, capsys):
             ("**+0.222 [0.162, 0.282] under RLOO**", "**+0.232 [0.162, 0.282] under RLOO**", "hacking.quoting"),
             ("PPO − RLOO −1.01 [−2.31, +0.29]", "PPO − RLOO −1.01 [−2.31, −0.29]", "kl.last_quarter"),
             ("every later baseline is within 0.002", "every later baseline is within 0.001", "ema_order.later"),
-            ("| 0.04 | 11 | 15 | 8 | 11 |", "| 0.04 | 11 | 15 | 7 | 11 |", "sizing.table.0.04"),
+            ("| 0.04 | 11 | 15 | 7 | 9 |", "| 0.04 | 11 | 15 | 7 | 11 |", "sizing.table.0.04"),
             ("Position consistency is 1.000", "Position consistency was 1.000", "consistency")):
         altered = tmp_path / "STUDY.md"
         altered.write_text(alter(text, old, new), encoding="utf-8")

@@ -3,6 +3,10 @@
 Every source goes through one filter that drops unusable rows and counts why, so a data set that
 quietly shrank shows up in the log line rather than later in the results. `read_jsonl` is the package's one
 JSONL reader: prompt files, judge input, run files and the judge's own sets all go through it.
+
+The bundled set (prompts/bundled.jsonl) holds 188 training and 96 held-out ("eval") prompts over ten task categories.
+New prompts are only appended, so the first prompts of each split, which earlier runs validated and evaluated on,
+stay the same: the eval split's first 48 are the original ones, the 48 after them were added in issue 24.
 """
 from __future__ import annotations
 
