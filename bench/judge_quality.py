@@ -13,6 +13,7 @@ a third of them an instruction followed by an input text; no choice of the judge
 
     python bench/judge_quality.py --add --configs likelihood "likelihood, no guards"   # ~15 min on 2 cores
     python bench/judge_quality.py --set holdout --configs likelihood "likelihood, no guards"
+    python bench/judge_quality.py --set holdout --add --configs "likelihood, evaluation instruction"   # the study's
     python bench/judge_quality.py --calibrate              # likelihood: raw signal medians -> CALIBRATION
     python bench/judge_quality.py --correlation docs/study/*-seed*/samples.jsonl   # dimensions over a run's samples
     python bench/judge_quality.py --adversarial            # what an injection buys (both adversarial sets)
@@ -35,6 +36,7 @@ from common import RESULTS, table, write_result
 CONFIGS: dict[str, dict[str, Any]] = {
     "likelihood": {"mode": "likelihood"},
     "likelihood, no guards": {"mode": "likelihood", "guards": False},
+    "likelihood, evaluation instruction": {"mode": "likelihood", "likelihood_instruction": "evaluation"},
     "expected, rubric_first": {"mode": "expected", "template": "rubric_first"},
     "expected, rubric_first, no guards": {"mode": "expected", "template": "rubric_first", "guards": False},
     "expected, per_dimension": {"mode": "expected", "template": "per_dimension"},

@@ -236,3 +236,59 @@ def test_tuned_linears_in_passes_without_gradient_and_never_with_one(monkeypatch
             pass
         assert all("forward" in m.__dict__ for m in linears)
     assert not [m for m in linears if "forward" in m.__dict__]
+
+
+def test_stop_texts_end_each_response_at_the_token_that_completes_one():
+    """rollout.stop: a response ends at the first token that completes a stop text, that token kept as its last,
+    the text before the stop returned; the recorded log-probs stay pi's. Without the stop texts the same prompts
+    write on past such tokens."""
+    model, tok = build_tiny_model()
+    stops = list("aeiou0123456789")
+    free = sample(model, tok, PROMPTS, 4, 12, seed=3)
+    assert any(any(s in r[:-1] for s in stops) for r in free.responses)  # the stop would change something
+    exp = sample(model, tok, PROMPTS, 4, 12, seed=3, stop=stops)
+    R = exp.response_mask.shape[1]
+    P = exp.input_ids.shape[1] - R
+
+    def text(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)  # the random model samples "<pad>", which holds an "a"
+
+    ended = 0
+    for ids, m, answer in zip(exp.input_ids[:, P:], exp.response_mask, exp.responses):
+        kept = ids[m.bool()].tolist()
+        assert not any(s in text(kept[:-1]) for s in stops)  # nothing before the last token completes a stop
+        ended += any(s in text(kept) for s in stops)
+        assert not any(s in answer for s in stops) and text(kept).strip().startswith(answer)
+    assert ended >= len(exp.responses) // 2  # most responses stopped before 12 tokens with these stops
+    with torch.no_grad():
+        logits = model(input_ids=exp.input_ids, attention_mask=exp.attention_mask).logits.float()
+    ref = gather_logprobs(logits[:, P - 1:-1], exp.input_ids[:, P:])
+    m = exp.response_mask.bool()
+    assert torch.allclose(exp.behaviour_logprobs[m], ref[m], atol=2e-4)
+
+
+@pytest.mark.slow
+def test_a_stop_text_spelled_over_several_gemma_tokens_ends_the_response_at_its_last_token():
+    """The study's stops on gemma: "User:" is three tokens; the blank line one. The mask ends at the token that
+    completes the first stop, the answer is the text before it, and gemma's samples stop in either place."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xrlhf.models import packaged_model_dir
+
+    tok = AutoTokenizer.from_pretrained(packaged_model_dir())
+    stops = ["\n\n", "User:"]
+    ids = tok.encode("Paris is the capital.\nUser: and Rome?\n\nNo.", add_special_tokens=False)
+    row = torch.tensor([ids])
+    mask, texts = generation.cut_at_stop_texts(tok, row, torch.ones_like(row), stops)
+    end = int(mask.sum())
+    assert tok.decode(ids[:end]).endswith("User:") and texts == ["Paris is the capital."]
+    model = AutoModelForCausalLM.from_pretrained(packaged_model_dir(), dtype=torch.float32)
+    prompts = ["Why is the sky blue?", "Name three fruits.", "Write a haiku about rain.", "What is 2 + 2?"]
+    exp = sample(model, tok, prompts, 2, 48, seed=0, stop=stops)
+    R = exp.response_mask.shape[1]
+    stopped = 0
+    for row_ids, m, text in zip(exp.input_ids[:, -R:], exp.response_mask, exp.responses):
+        kept = row_ids[m.bool()].tolist()
+        assert not any(s in tok.decode(kept[:-1]) for s in stops) and not any(s in text for s in stops)
+        stopped += any(s in tok.decode(kept) for s in stops)
+    assert stopped >= 1 and exp.lengths() != [48] * len(exp.responses)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = ["ppo", "reinforce_ema", "rloo"]
 SEEDS = [0, 1]
 SHRINK = ["model.name=tiny", "model.lora.enabled=false", "judge.backend=rule", "judge.rule.target=e",
-          "judge.aggregation=mean", "steps=2", "compare.seeds=[0, 1]", "rollout.max_new_tokens=8",
+          "judge.aggregation=mean", "steps=2", "compare.seeds=[0, 1]", "rollout.max_new_tokens=8", "rollout.stop=[]",
           "rollout.samples_per_prompt=4", "algorithm.lr=3.0e-3", "checkpoint.every=1", "eval.num_prompts=3",
           "eval.max_new_tokens=8", "eval.every_steps=1", "eval.validation_prompts=2",
           # an evaluation judge that differs from the training judge: it rewards ':' where training rewards 'e'

@@ -75,6 +75,11 @@ class RolloutConfig(Strict):
     prompts_per_step: int = Field(4, gt=0)
     samples_per_prompt: int = Field(2, gt=0)
     max_new_tokens: int = Field(48, gt=0)
+    # Texts that end a response as EOS does: the token that completes one is its last, the text before it is the
+    # answer (e.g. ["\n\n", "User:"]: the blank line after an answer, or a base model writing the next turn).
+    # Training samples and the held-out answers (validation, evaluation) stop alike. Empty: EOS and
+    # max_new_tokens only.
+    stop: list[str] = []
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
@@ -166,7 +171,9 @@ class JudgeConfig(Strict):
     # None: likelihood for the local judge (backend hf), expected for the others (likelihood over HTTP needs a
     # server that echoes prompt log-probs, as vLLM's completions API does); set in the resolved config.
     mode: Literal["likelihood", "expected", "generate"] | None = None
-    # likelihood mode: the instruction (with its demonstrations) every sample is scored under; None: the default
+    # likelihood mode: the instruction (with its demonstrations) every sample is scored under: None or "default"
+    # the training judge's, "evaluation" a second one with other wording and demonstrations (for eval.judge), or
+    # the text of an instruction of your own (xrlhf/judge/likelihood.py INSTRUCTIONS)
     likelihood_instruction: str | None = None
     # Explicit checks for an empty answer, a repetition loop and the prompt copied back: the dimensions they
     # concern get their worst score, with the reason in the rationale (xrlhf/judge/guards.py).

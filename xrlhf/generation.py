@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -20,6 +20,47 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def holds_stop(tokenizer: Any, ids: list[int], stop: list[str]) -> bool:
+    """Whether the text of these response tokens holds one of the stop texts after its first non-blank character
+    (a blank line before an answer ends nothing; special tokens are not text)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+    return any(t in text for t in stop)
+
+
+class StopTexts:
+    """A stopping criterion for generate: a row is done at the token that completes one of the stop texts, by the
+    same rule as cut_at_stop_texts (transformers' own stop_strings reads token strings, where gemma's "<pad>"
+    would hold an "a", so the two could disagree)."""
+
+    def __init__(self, tokenizer: Any, stop: list[str], prompt_len: int) -> None:
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        done = [holds_stop(self.tokenizer, row[self.prompt_len:].tolist(), self.stop) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stop_texts(tokenizer: Any, response: torch.Tensor, mask: torch.Tensor,
+                       stop: Iterable[str]) -> tuple[torch.Tensor, list[str]]:
+    """End each response at the first token whose text completes one of the `stop` texts after the response's first
+    non-blank character (e.g. "\\n\\n", the blank line after an answer, or "User:", a base model starting the next
+    turn): that token is the last one kept in the mask, and the text returned is the response before the stop
+    text.  # mask [B, R]"""
+    stop = [t for t in stop if t]
+    mask = mask.clone()
+    texts = []
+    for i, (ids, m) in enumerate(zip(response.tolist(), mask.tolist())):
+        kept = [t for t, keep in zip(ids, m) if keep]
+        text = tokenizer.decode(kept, skip_special_tokens=True).lstrip()
+        if stop and any(t in text for t in stop):
+            end = next(n for n in range(1, len(kept) + 1) if holds_stop(tokenizer, kept[:n], stop))
+            mask[i, end:] = 0
+            text = tokenizer.decode(kept[:end], skip_special_tokens=True).lstrip()
+            text = text[:min(text.find(t) for t in stop if t in text)]
+        texts.append(text.strip())
+    return mask, texts
 
 
 def response_mask_from(tokens: torch.Tensor, stop_ids: list[int], pad_id: int) -> torch.Tensor:
@@ -248,8 +289,11 @@ def encode_prompts(tokenizer: Any, prompts: list[str], samples_per_prompt: int,
 def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
            policy_version: int = 0, max_prompt_tokens: int = 512, min_new_tokens: int = 1,
-           share_prompts: bool = True, tune_linears: bool = True) -> Experience:
+           share_prompts: bool = True, tune_linears: bool = True, stop: Iterable[str] = ()) -> Experience:
     """Sample n responses per prompt with their behaviour log-probs, taken from the logits generate computed.
+
+    A response ends at EOS, at the token that completes one of the `stop` texts (cut_at_stop_texts; generate
+    stops a row there), or after max_new_tokens.
 
     They are exact log pi(a|s) at `temperature` when top_p == 1 and top_k == 0; with truncation the
     sampling distribution differs from pi and the recorded numbers are pi's, which is what PPO's ratio uses.
@@ -258,7 +302,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     layer of the decode steps runs the product measured fastest for its shape and the batch's row count on CPU
     (tuned_linears).
     """
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     greedy = temperature == 0
     enc, group_ids = encode_prompts(tokenizer, prompts, samples_per_prompt, max_prompt_tokens)
@@ -266,14 +310,16 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
     enc = {k: v.to(device) for k, v in enc.items()}
     if seed is not None:
         torch.manual_seed(seed)
-    stop = eos_ids(model, tokenizer)
+    stop_texts, stop = [t for t in stop if t], eos_ids(model, tokenizer)
     sampler = _Sampler(temperature, top_p, top_k, stop, min_new_tokens)  # unused when greedy: generate's argmax
     with tuned_linears(model, tune_linears):
         cache = shared_prompt_cache(model, enc, samples_per_prompt) if share_prompts else None
         out = model.generate(**enc, **{cache_arg(): cache}, do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, return_dict_in_generate=True,
                              output_logits=greedy, min_new_tokens=min_new_tokens if greedy else None,
-                             logits_processor=LogitsProcessorList([] if greedy else [sampler]))
+                             logits_processor=LogitsProcessorList([] if greedy else [sampler]),
+                             stopping_criteria=StoppingCriteriaList(
+                                 [StopTexts(tokenizer, stop_texts, enc["input_ids"].shape[1])] if stop_texts else []))
     P = enc["input_ids"].shape[1]
     response = out.sequences[:, P:]  # [B, R]
     R = response.shape[1]
@@ -284,14 +330,14 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], samples_per_prompt: i
             logprobs[:, t] = scaled.gather(-1, response[:, t:t + 1]).squeeze(-1) - torch.logsumexp(scaled, -1)
     else:
         logprobs = torch.stack(sampler.logprobs[:R], dim=1)  # [B, R]
-    mask = response_mask_from(response, stop, tokenizer.pad_token_id)
+    mask, texts = cut_at_stop_texts(tokenizer, response, response_mask_from(response, stop, tokenizer.pad_token_id),
+                                    stop_texts)
     response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
     input_ids = torch.cat([enc["input_ids"], response], dim=1)
     attention_mask = torch.cat([enc["attention_mask"], mask], dim=1)
-    decoded = tokenizer.batch_decode(response, skip_special_tokens=True)
     return Experience(input_ids=input_ids.cpu(), attention_mask=attention_mask.cpu(), response_mask=mask.cpu(),
                       behaviour_logprobs=(logprobs * mask).cpu(), prompts=[p for p in prompts for _ in range(samples_per_prompt)],
-                      responses=[d.strip() for d in decoded], group_ids=group_ids, policy_version=policy_version)
+                      responses=texts, group_ids=group_ids, policy_version=policy_version)
 
 
 @torch.no_grad()

@@ -10,13 +10,13 @@ import os
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from xrlhf.config import Config
 from xrlhf.experience import Experience
-from xrlhf.generation import encode_prompts, eos_ids, response_mask_from
+from xrlhf.generation import cut_at_stop_texts, encode_prompts, eos_ids, response_mask_from
 from xrlhf.models import resolve
 
 GiB = 1 << 30
@@ -117,8 +117,9 @@ class VLLMSampler:
     @torch.no_grad()
     def sample(self, prompts: list[str], samples_per_prompt: int, max_new_tokens: int, temperature: float = 1.0,
                top_p: float = 1.0, top_k: int = 0, seed: int | None = None, policy_version: int | None = None,
-               max_prompt_tokens: int = 512) -> Experience:
-        """Like `generation.sample`: n responses per prompt with the behaviour log-probs vLLM computed.
+               max_prompt_tokens: int = 512, stop: Iterable[str] = ()) -> Experience:
+        """Like `generation.sample`: n responses per prompt with the behaviour log-probs vLLM computed, ending
+        where it ends them (EOS, a token holding one of the `stop` texts, max_new_tokens).
 
         `policy_version`, when given, must be the version set_adapter last loaded; every output is
         checked to have come from that adapter.
@@ -129,6 +130,7 @@ class VLLMSampler:
         if policy_version is not None and policy_version != self.version:
             raise ValueError(f"asked to sample with policy version {policy_version}, loaded is {self.version}")
         tok = self.tokenizer
+        stop_ids, stop_texts = self.stop_ids, [t for t in stop if t]
         enc, group_ids = encode_prompts(tok, prompts, samples_per_prompt, max_prompt_tokens)
         # vLLM gets the very token ids the Experience records, unpadded.
         requests = [TokensPrompt(prompt_token_ids=ids[m.bool()].tolist())
@@ -136,7 +138,11 @@ class VLLMSampler:
         # One request per sample, each with its own seed: reproducible, and the samples of a prompt differ.
         params = [SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k,
                                  seed=None if seed is None else seed + i, max_tokens=max_new_tokens, min_tokens=1,
-                                 stop_token_ids=self.stop_ids, logprobs=0, detokenize=False)
+                                 stop_token_ids=stop_ids, logprobs=0,
+                                 # vLLM halts a request at a stop text only while detokenizing; the mask below
+                                 # ends it at the same token (cut_at_stop_texts), as generation.sample does
+                                 stop=stop_texts or None, include_stop_str_in_output=True,
+                                 detokenize=bool(stop_texts))
                   for i in range(len(requests))]
         outputs = self.llm.generate(requests, params, lora_request=self.lora_request, use_tqdm=False)
         self._check_served_by_adapter(outputs)
@@ -148,14 +154,14 @@ class VLLMSampler:
             response[b, :len(c.token_ids)] = torch.tensor(c.token_ids)
             # logprobs=0 asks for the sampled token's entry only: one {token_id: Logprob} per position.
             logprobs[b, :len(c.token_ids)] = torch.tensor([lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)])
-        mask = response_mask_from(response, self.stop_ids, tok.pad_token_id)
+        mask, texts = cut_at_stop_texts(tok, response, response_mask_from(response, stop_ids, tok.pad_token_id),
+                                        stop_texts)
         response = torch.where(mask.bool(), response, torch.full_like(response, tok.pad_token_id))
-        decoded = tok.batch_decode(response, skip_special_tokens=True)
         return Experience(input_ids=torch.cat([enc["input_ids"], response], dim=1),
                           attention_mask=torch.cat([enc["attention_mask"], mask], dim=1), response_mask=mask,
                           behaviour_logprobs=logprobs * mask,
                           prompts=[p for p in prompts for _ in range(samples_per_prompt)],
-                          responses=[d.strip() for d in decoded], group_ids=group_ids, policy_version=self.version)
+                          responses=texts, group_ids=group_ids, policy_version=self.version)
 
     def _check_served_by_adapter(self, outputs: list[Any]) -> None:
         """Raise unless every output came from the adapter of the current version (or the base before any)."""

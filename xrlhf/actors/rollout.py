@@ -47,7 +47,7 @@ class RolloutActor(ActorBase):
             def draw(*args: Any, **kwargs: Any) -> Experience:
                 return sample(self.model, self.tokenizer, *args, tune_linears=self.cfg.model.tune_linears, **kwargs)
         return draw(prompts, n, max_new_tokens, temperature, top_p, top_k, seed=seed, policy_version=self.version,
-                    max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+                    max_prompt_tokens=self.cfg.data.max_prompt_tokens, stop=self.cfg.rollout.stop)
 
     def generate(self, prompts: list[str], seed: int) -> Rollout:
         """rollout.samples_per_prompt samples per prompt with their behaviour log-probs."""

@@ -13,7 +13,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt
 from xrlhf.config import JudgeConfig
 from xrlhf.judge import guards
 from xrlhf.judge.base import Judgement, Verdict, judgement
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodMode, LocalLogprobs, order_free, signal_for
+from xrlhf.judge.likelihood import LikelihoodMode, LocalLogprobs, instruction_for, order_free, signal_for
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
@@ -57,7 +57,7 @@ class HFJudge:
         dim = self.rubric.dimensions[0]
         self._head = self._fixed_prefix(lambda p: self._render(p, "", dim), "0")
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
-        self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
+        self.instruction = instruction_for(cfg.likelihood_instruction)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
         self.likelihood = LikelihoodMode(LocalLogprobs(self.model, self.tokenizer, cfg.batch_size), self.signals)
 

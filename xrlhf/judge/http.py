@@ -12,7 +12,7 @@ from typing import Any
 from xrlhf.config import ConfigError, JudgeConfig
 from xrlhf.judge.base import Judgement, Verdict, judgement
 from xrlhf.judge import guards
-from xrlhf.judge.likelihood import DEFAULT_INSTRUCTION, LikelihoodMode, Tail, order_free, signal_for
+from xrlhf.judge.likelihood import LikelihoodMode, Tail, instruction_for, order_free, signal_for
 from xrlhf.judge.openai_client import CompletionClient, CompletionError, PromptLogprobsUnavailable
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
@@ -46,7 +46,7 @@ class HttpJudge:
         self._cache: dict[tuple, Verdict] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self.instruction = cfg.likelihood_instruction or DEFAULT_INSTRUCTION
+        self.instruction = instruction_for(cfg.likelihood_instruction)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
         self.likelihood = LikelihoodMode(self, self.signals)
 

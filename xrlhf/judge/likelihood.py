@@ -56,9 +56,30 @@ DEFAULT_INSTRUCTION = (
     "as detailed as the question needs.\n\n"
     "Question: What is the capital of France?\nAnswer: The capital of France is Paris, on the river Seine.\n\n"
     "Question: How many days are in a week?\nAnswer: A week has seven days.\n\n")
+# A second judge for the held-out evaluation (eval.judge.likelihood_instruction: evaluation): other wording and
+# other demonstrations (a how-to, a rewrite of an input, an explanation), so a policy that learned what the
+# training instruction's two short facts look like is not also scored by them. The same passes and signals.
+EVALUATION_INSTRUCTION = (
+    "A careful editor collected these requests together with the reply she judged best: it does what was asked, "
+    "states only what is true, reads clearly, and stops when the request is met.\n\n"
+    "Question: How do I stop a pan of rice from boiling over?\nAnswer: Use a bigger pan, add a teaspoon of oil, and "
+    "turn the heat down to a simmer once the water boils.\n\n"
+    "Question: Make this sentence more formal: \"We can't make it to the meeting, sorry.\"\nAnswer: Unfortunately, "
+    "we will be unable to attend the meeting.\n\n"
+    "Question: Why do leaves change colour in autumn?\nAnswer: As days shorten, trees stop making green "
+    "chlorophyll, and the yellow and orange pigments that were hidden underneath show through.\n\n")
+INSTRUCTIONS = {"default": DEFAULT_INSTRUCTION, "evaluation": EVALUATION_INSTRUCTION}
 END = "\n\n"  # what follows a complete answer in the instruction's format
 PAIR_SCALE = 0.05  # reward gap at which a pairwise preference reaches 0.88
 WITHOUT_QUESTION = "Answer:"
+
+
+def instruction_for(name_or_text: str | None) -> str:
+    """judge.likelihood_instruction: None is the default instruction, a name of INSTRUCTIONS that one, any other
+    text is the instruction itself."""
+    if name_or_text is None:
+        return DEFAULT_INSTRUCTION
+    return INSTRUCTIONS.get(name_or_text, name_or_text)
 
 
 def preference(first: float | None, second: float | None) -> float | None:
