@@ -37,7 +37,7 @@ class ModelConfig(Strict):
     lora: LoraConfig = LoraConfig()
     gradient_checkpointing: bool = False
     # On CPU, every pass without gradient (sampling, the reference, PPO's old policy) runs each linear layer with
-    # the product measured fastest for its shape and row count (xrlhf.generation.tuned_linears), oneDNN-packed
+    # the product measured fastest for its shape and row count (xrlhf.policy.generation.tuned_linears), oneDNN-packed
     # weights among them: a second copy of those weights per process (about 1 GiB for gemma-3-270m in fp32).
     # False: the layers' own forward, less memory.
     tune_linears: bool = True

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from xrlhf.config import ALGORITHMS, load_config
-from xrlhf.generation import sample
+from xrlhf.policy.generation import sample
 from xrlhf.learners import LEARNERS, Learner, make_learner
-from xrlhf.models import trainable_state
+from xrlhf.policy.models import trainable_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"

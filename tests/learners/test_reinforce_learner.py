@@ -13,7 +13,7 @@ def test_reinforce_learner_ema_baseline_per_optimiser_step(init, first_baseline)
     from xrlhf.algorithms.kl import kl_penalty
     from xrlhf.algorithms.reinforce import sequence_returns
     from xrlhf.config import load_config
-    from xrlhf.generation import sample
+    from xrlhf.policy.generation import sample
     from xrlhf.learners import make_learner
 
     cfg = load_config(TINY, ["algorithm.reinforce.baseline=ema", "algorithm.reinforce.ema_decay=0.99",
@@ -43,7 +43,7 @@ def test_reinforce_learner_loo_baseline_with_a_lone_sample():
     """A judge dropped one of a prompt's two samples: the learner's advantages are the returns minus baseline_loo,
     whose rule gives the lone sample the mean return of the rest of the batch."""
     from xrlhf.config import load_config
-    from xrlhf.generation import sample
+    from xrlhf.policy.generation import sample
     from xrlhf.learners import make_learner
 
     learner = make_learner(load_config(TINY, ["algorithm.reinforce.baseline=loo", "algorithm.kl_coef=0.0"]))

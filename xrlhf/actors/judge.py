@@ -7,7 +7,7 @@ import ray
 
 from xrlhf.actors.base import ActorBase
 from xrlhf.judge import build_judge
-from xrlhf.step import Judged
+from xrlhf.driver.step import Judged
 
 
 @ray.remote

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from xrlhf.config import ALGORITHMS, Config
-from xrlhf.experience import Experience
+from xrlhf.policy.experience import Experience
 
 LEARNERS = {"ppo": "xrlhf.learners.ppo:PPOLearner", "reinforce": "xrlhf.learners.reinforce:ReinforceLearner"}
 assert set(LEARNERS) == set(ALGORITHMS), "config.ALGORITHMS and LEARNERS name the same algorithms"

@@ -9,7 +9,7 @@ import numpy as np
 from xrlhf.config import Config
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.rubric import Rubric
-from xrlhf.step import StepOutcome
+from xrlhf.driver.step import StepOutcome
 
 
 def metrics_row(cfg: Config, step: int, out: StepOutcome) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from xrlhf.data import format_prompt
-from xrlhf.experience import Experience
+from xrlhf.policy.experience import Experience
 from xrlhf.ops import NO_LOGITS, cache_arg, returned_cache
 
 
