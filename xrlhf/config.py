@@ -245,14 +245,18 @@ class ReinforceConfig(Strict):
     importance_cap: float = Field(1.0, gt=0)
 
 
-# The algorithms a config may name. xrlhf/learners LEARNERS maps each to its learner and asserts these same names:
-# config is the bottom layer, so it cannot read the registry itself.
-ALGORITHMS = ("ppo", "reinforce")
+# The learner registry: each algorithm a config may name and the class that runs it, "module:Class", imported only
+# when a learner is built (xrlhf.learners.make_learner). A fourth algorithm is one new file in xrlhf/learners/ and
+# one entry here (plus its own options in this file, if it has any). It lives in config, the bottom layer, so the
+# schema checks a name against the registry itself, read at validation time, without importing the learners.
+LEARNERS: dict[str, str] = {"ppo": "xrlhf.learners.ppo:PPOLearner",
+                            "reinforce": "xrlhf.learners.reinforce:ReinforceLearner"}
 
 
 def _known_algorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise ValueError(f"should be {', '.join(map(repr, ALGORITHMS[:-1]))} or {ALGORITHMS[-1]!r}")
+    if name not in LEARNERS:
+        *rest, last = LEARNERS
+        raise ValueError(f"should be {', '.join(map(repr, rest))} or {last!r}")
     return name
 
 
@@ -354,7 +358,7 @@ def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class CompareConfig(Strict):
-    algorithms: list[AlgorithmName] = list(ALGORITHMS)
+    algorithms: list[AlgorithmName] = Field(default_factory=lambda: list(LEARNERS))  # every registered one
     # Named arms, each a map of config overrides on top of this config ({"algorithm.name": "ppo"} or nested);
     # run dirs are ARM-seedN. None: one arm per entry of `algorithms`, named after it.
     arms: dict[str, dict[str, Any]] | None = None
