@@ -98,8 +98,8 @@ class LocalRoles:
         self.cfg, self.learner, self.scorer = cfg, learner, judge
 
     def generate(self, prompts: list[str], seed: int) -> Any:
-        from xrlhf.policy.generation import sample
         from xrlhf.driver.step import Rollout
+        from xrlhf.policy.generation import sample
 
         r, tr, t0 = self.cfg.rollout, self.learner.trainer, time.perf_counter()
         exp = sample(tr.model, tr.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,

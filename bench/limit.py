@@ -179,8 +179,8 @@ def main() -> None:
         print(f"wrote {write_result('probe', out)}")
         return
 
-    from xrlhf.policy.generation import sample
     from xrlhf.learners import make_learner
+    from xrlhf.policy.generation import sample
 
     from common import force_length, xrlhf_config
 

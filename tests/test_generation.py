@@ -3,8 +3,8 @@ distribution and its truncations."""
 import pytest
 import torch
 
-from xrlhf.policy import generation
 from xrlhf.ops import gather_logprobs
+from xrlhf.policy import generation
 from xrlhf.policy.generation import draw, draw_from, sample
 from xrlhf.policy.models import build_tiny_model
 

@@ -16,10 +16,10 @@ import torch
 from faults import rows as _rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
 from xrlhf.driver.controller import Controller, shutdown_graph
-from xrlhf.ops import response_logprobs
 from xrlhf.driver.graph import ActorRoles, build_graph, kill
-from xrlhf.policy.models import load_causal_lm
 from xrlhf.driver.step import gather, start_learn
+from xrlhf.ops import response_logprobs
+from xrlhf.policy.models import load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

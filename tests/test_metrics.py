@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from xrlhf.config import load_config
-from xrlhf.policy.experience import Experience
-from xrlhf.judge.base import Judgement
-from xrlhf.judge.rubric import Dimension, Rubric
 from xrlhf.driver.metrics import attribution, metrics_row, sample_rows
 from xrlhf.driver.step import Judged, StepOutcome, UpdateResult
+from xrlhf.judge.base import Judgement
+from xrlhf.judge.rubric import Dimension, Rubric
+from xrlhf.policy.experience import Experience
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

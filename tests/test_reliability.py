@@ -341,9 +341,9 @@ def test_cli_run_stops_on_repeated_nan_and_listens_on_loopback_only(tmp_path):
 # --- numerical faults inside the learner, no Ray --------------------------------------------------------
 
 def test_nan_loss_and_inf_gradient_skip_the_update_and_keep_the_weights(tmp_path):
-    from xrlhf.policy.generation import sample
     from xrlhf.learners import make_learner
     from xrlhf.learners.common import NonFiniteError
+    from xrlhf.policy.generation import sample
     from xrlhf.policy.models import trainable_state
 
     cfg = load_config(TINY, ["algorithm.max_nonfinite_in_a_row=3"])

@@ -3,8 +3,8 @@ resume."""
 import pytest
 
 from xrlhf.config import load_config
-from xrlhf.judge.base import Judgement
 from xrlhf.driver.validation import Progress, validation_due, validation_metrics, validation_prompts
+from xrlhf.judge.base import Judgement
 
 
 def test_validation_due_every_n_steps_and_the_last():

@@ -105,10 +105,10 @@ class UserFacingError(RuntimeError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from xrlhf.driver.controller import JudgeUnavailableError
     from xrlhf.data import DataError
-    from xrlhf.learners.common import NonFiniteError
+    from xrlhf.driver.controller import JudgeUnavailableError
     from xrlhf.exposure import ExposureError
+    from xrlhf.learners.common import NonFiniteError
     from xrlhf.policy.models import ModelError
 
     return DataError, ModelError, JudgeUnavailableError, NonFiniteError, ExposureError

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from xrlhf.config import Config, apply_overrides, with_overrides
-from xrlhf.logs import eta
 from xrlhf.driver.rundir import RunDir, atomic_write_text
+from xrlhf.logs import eta
 
 log = logging.getLogger(__name__)
 

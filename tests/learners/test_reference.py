@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from xrlhf.config import load_config
+from xrlhf.learners import make_learner
 from xrlhf.ops import response_logprobs
 from xrlhf.policy.generation import sample
-from xrlhf.learners import make_learner
 from xrlhf.policy.models import load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[2]

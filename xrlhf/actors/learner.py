@@ -7,9 +7,9 @@ from typing import Any
 import ray
 
 from xrlhf.actors.base import ActorBase
-from xrlhf.policy.experience import Experience
-from xrlhf.learners import make_learner
 from xrlhf.driver.step import Reference, UpdateResult
+from xrlhf.learners import make_learner
+from xrlhf.policy.experience import Experience
 
 
 @ray.remote

@@ -8,11 +8,11 @@ import ray
 import torch
 
 from xrlhf.actors.base import ActorBase
+from xrlhf.driver.step import Reference
+from xrlhf.ops import response_logprobs
 from xrlhf.policy.experience import Experience
 from xrlhf.policy.generation import tuned_linears
 from xrlhf.policy.models import load_policy, reference_mode
-from xrlhf.ops import response_logprobs
-from xrlhf.driver.step import Reference
 
 
 @ray.remote

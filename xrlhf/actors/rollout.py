@@ -7,10 +7,10 @@ from typing import Any
 import ray
 
 from xrlhf.actors.base import ActorBase
+from xrlhf.driver.step import Rollout
 from xrlhf.policy.experience import Experience
 from xrlhf.policy.generation import sample
 from xrlhf.policy.models import load_policy, load_trainable_state
-from xrlhf.driver.step import Rollout
 
 
 @ray.remote

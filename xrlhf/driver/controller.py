@@ -18,13 +18,13 @@ import ray
 from xrlhf.config import Config
 from xrlhf.data import load_prompts
 from xrlhf.driver.graph import ActorRoles, build_graph, init_ray, kill
-from xrlhf.judge import backend as judge_backend
-from xrlhf.logs import eta, shown, step_line
 from xrlhf.driver.metrics import metrics_row, sample_rows
-from xrlhf.policy.models import check_model_source
 from xrlhf.driver.rundir import RunDir
 from xrlhf.driver.step import Gathered, gather, start_learn
 from xrlhf.driver.validation import Progress, validation_due, validation_metrics, validation_prompts
+from xrlhf.judge import backend as judge_backend
+from xrlhf.logs import eta, shown, step_line
+from xrlhf.policy.models import check_model_source
 
 log = logging.getLogger(__name__)
 RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)

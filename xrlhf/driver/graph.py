@@ -13,12 +13,12 @@ from typing import Any, Callable
 import ray
 
 from xrlhf.config import Config, ResourcesConfig
-from xrlhf.policy.experience import Experience
-from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in, start_local_ray
-from xrlhf.policy.generation import merge_experiences
 from xrlhf.driver.metrics import sum_stats
-from xrlhf.policy.models import prepare_packaged
 from xrlhf.driver.step import Judged, Reference, Rollout, UpdateResult
+from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in, start_local_ray
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import merge_experiences
+from xrlhf.policy.models import prepare_packaged
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from xrlhf.policy.experience import Experience
 from xrlhf.judge.base import Judgement
+from xrlhf.policy.experience import Experience
 
 
 @dataclass
