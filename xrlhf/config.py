@@ -246,7 +246,7 @@ class ReinforceConfig(Strict):
 
 
 # The learner registry: each algorithm a config may name and the class that runs it, "module:Class", imported only
-# when a learner is built (xrlhf.learners.make_learner). A fourth algorithm is one new file in xrlhf/learners/ and
+# when a learner is built (xrlhf.learners.make_learner). Another algorithm is one new file in xrlhf/learners/ and
 # one entry here (plus its own options in this file, if it has any). It lives in config, the bottom layer, so the
 # schema checks a name against the registry itself, read at validation time, without importing the learners.
 LEARNERS: dict[str, str] = {"ppo": "xrlhf.learners.ppo:PPOLearner",

@@ -1,4 +1,4 @@
-"""A fourth algorithm as one is added: this file and one registry entry (`register`), nothing else.
+"""An algorithm added as the registry asks: this file and one registry entry (`register`), nothing else.
 
 Plain policy gradient against a fixed baseline, A = G − b with b a constant: REINFORCE's update with its learned
 baseline replaced by the constant, so the file holds only what differs.

@@ -1,7 +1,7 @@
 """Learners: the only algorithm-specific code. Each implements the Learner protocol below; PolicyLearner
 (learners/common.py) gives both the shared parts, so an algorithm writes its `_update` and little else.
 
-A fourth algorithm is one new file here and one entry in the registry, config.LEARNERS (plus its own options in
+Another algorithm is one new file here and one entry in the registry, config.LEARNERS (plus its own options in
 config.py, if any): the registry sits in config so that the schema checks algorithm names against it.
 """
 from __future__ import annotations

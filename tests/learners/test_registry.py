@@ -1,5 +1,6 @@
-"""Adding an algorithm is one new file plus one registry entry: fixed_baseline.py, registered in the driver and in
-every Ray worker, is accepted by the config and trains one step through the real actor graph."""
+"""The learner registry (config.LEARNERS) is the one list of algorithms: adding one is one new file plus one entry.
+fixed_baseline.py, registered in the driver and in every Ray worker, is accepted by the config and trains one step
+through the real actor graph."""
 import json
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ def test_the_config_checks_names_against_the_registry(monkeypatch):
 
 
 @pytest.mark.integration
-def test_a_registered_fourth_learner_trains_one_step_on_the_graph(monkeypatch, tmp_path):
+def test_a_fourth_learner_added_by_one_entry_trains_one_step_on_the_graph(monkeypatch, tmp_path):
     monkeypatch.setitem(LEARNERS, fixed_baseline.NAME, fixed_baseline.SPEC)
     # Local Ray workers inherit this environment, so the new file is importable there, and the hook registers it.
     here = str(Path(fixed_baseline.__file__).parent)
