@@ -80,7 +80,7 @@ def xrlhf_config(shape: Shape, algorithm: str = "reinforce", judge: str = "rule"
 
 def force_length(model: Any, new_tokens: int) -> None:
     """Make every sampled response exactly `new_tokens` long (min_new_tokens = max_new_tokens), so both sides of
-    a comparison do the same work; xrlhf.generation.sample itself asks for min_new_tokens=1."""
+    a comparison do the same work; xrlhf.policy.generation.sample itself asks for min_new_tokens=1."""
     generate = model.generate
 
     def fixed(*args: Any, **kwargs: Any) -> Any:
@@ -91,15 +91,15 @@ def force_length(model: Any, new_tokens: int) -> None:
 
 
 class LocalRoles:
-    """The step's roles (xrlhf.step.Roles) in this process, without Ray: the learner's own model samples (in the
+    """The step's roles (xrlhf.driver.step.Roles) in this process, without Ray: the learner's own model samples (in the
     graph a rollout actor holds a copy with the same weights) and its base weights give the reference."""
 
     def __init__(self, cfg: Any, learner: Any, judge: Any):
         self.cfg, self.learner, self.scorer = cfg, learner, judge
 
     def generate(self, prompts: list[str], seed: int) -> Any:
-        from xrlhf.generation import sample
-        from xrlhf.step import Rollout
+        from xrlhf.driver.step import Rollout
+        from xrlhf.policy.generation import sample
 
         r, tr, t0 = self.cfg.rollout, self.learner.trainer, time.perf_counter()
         exp = sample(tr.model, tr.tokenizer, prompts, r.samples_per_prompt, r.max_new_tokens, r.temperature,
@@ -108,7 +108,7 @@ class LocalRoles:
         return Rollout(exp, time.perf_counter() - t0)
 
     def reference(self, exp: Any) -> Callable[[], Any]:
-        from xrlhf.step import Reference
+        from xrlhf.driver.step import Reference
 
         def collect() -> Reference:  # runs when collected, after the judge: one process does one thing at a time
             t0 = time.perf_counter()
@@ -116,13 +116,13 @@ class LocalRoles:
         return collect
 
     def judge(self, prompts: list[str], responses: list[str]) -> Any:
-        from xrlhf.step import Judged
+        from xrlhf.driver.step import Judged
 
         t0 = time.perf_counter()
         return Judged(self.scorer.score(prompts, responses), time.perf_counter() - t0, self.scorer.stats())
 
     def update(self, exp: Any) -> Callable[[], Any]:
-        from xrlhf.step import UpdateResult
+        from xrlhf.driver.step import UpdateResult
 
         def collect() -> UpdateResult:  # runs when collected: in one process the update cannot overlap anything
             t0 = time.perf_counter()
@@ -135,7 +135,7 @@ class LocalRoles:
 
 
 class XrlhfStep:
-    """One in-process xrlhf step: xrlhf.step.run_step, the controller's own step, on LocalRoles."""
+    """One in-process xrlhf step: xrlhf.driver.step.run_step, the controller's own step, on LocalRoles."""
 
     def __init__(self, cfg: Any, prompts: list[str]):
         from xrlhf.judge import build_judge
@@ -150,7 +150,7 @@ class XrlhfStep:
 
     def __call__(self) -> dict[str, float]:
         """Run one step on the next prompts; returns seconds per stage and in all."""
-        from xrlhf.step import run_step
+        from xrlhf.driver.step import run_step
 
         prompts = batch_prompts(self.prompts, self.calls, self.cfg.rollout.prompts_per_step)
         self.calls += 1
@@ -277,7 +277,7 @@ def run_part(script: Path, args: list[str], timeout_s: float = 540, env: dict[st
 def load_gemma(lora: bool = True) -> tuple[Any, Any, Any]:
     """(model, tokenizer, cfg) of the quickstart policy: packaged gemma-3-270m, fp32, LoRA r=8 on q/k/v/o."""
     from xrlhf.config import load_config
-    from xrlhf.models import load_policy
+    from xrlhf.policy.models import load_policy
 
     cfg = load_config(CONFIGS["gemma"], [] if lora else ["model.lora.enabled=false"])
     model, tok = load_policy(cfg.model)

@@ -10,7 +10,8 @@ likelihood mode, guards on, the judge's score cache off), one torch thread, alte
 seconds of the thread. The rewards of both sides are compared.
 
 With `--compare linears` the two sides are instead the judge as it is with its linear layers tuned (judge.tune_linears:
-each runs the product measured fastest for its shape, oneDNN-packed weights among them; xrlhf.generation.tuned_linears)
+each runs the product measured fastest for its shape, oneDNN-packed weights among them;
+xrlhf.policy.generation.tuned_linears)
 and without (the layers' own forward), both grouped; written to bench/results/judge_linears.json.
 
     python bench/judge_prompts.py               # 6 rounds (study steps 1-6 of PPO seed 0): ~3 minutes

@@ -75,10 +75,10 @@ def sgemm_rate(sizes: tuple[int, ...] = (512, 1024, 2048), reps: int = 5) -> flo
 
 def stream_rate(rows: tuple[int, ...] = (1, 4), vocab: int = 262144, hidden: int = 640, reps: int = 5) -> float:
     """GB/s at which an fp32 matmul streams its weights: [r, hidden] by a [vocab, hidden] weight (the LM head's
-    shape and layout) for each r in `rows`, the fastest of xrlhf.generation's LINEAR_KERNELS (torch's linear,
+    shape and layout) for each r in `rows`, the fastest of xrlhf.policy.generation's LINEAR_KERNELS (torch's linear,
     vocabulary blocks, the oneDNN-packed weight), best of `reps` each, by thread CPU time. This is xrlhf's own
     kernel, so it moves with the code; the physical limit is memory_bandwidth()."""
-    from xrlhf.generation import LINEAR_KERNELS
+    from xrlhf.policy.generation import LINEAR_KERNELS
 
     w = torch.randn(vocab, hidden)
     best = float("inf")
@@ -179,8 +179,8 @@ def main() -> None:
         print(f"wrote {write_result('probe', out)}")
         return
 
-    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
+    from xrlhf.policy.generation import sample
 
     from common import force_length, xrlhf_config
 

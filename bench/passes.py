@@ -18,9 +18,9 @@
 4. head       The LM head on the response positions as one contiguous matmul (positions passed to the model as a
               tensor) against transformers' strided `hidden[:, -k:]` slice, which runs as a broadcast bmm.
 6. linears   The reference pass (no grad) with every linear layer running the product measured fastest for its
-              shape (xrlhf.generation.tuned_linears: oneDNN-packed weights among the candidates) against the layers'
-              own forward, at the study's batch, interleaved, CPU seconds; the learner pass (forward + backward)
-              beside it, which the tuning leaves to the layers' own forward (expected 1.0x).
+              shape (xrlhf.policy.generation.tuned_linears: oneDNN-packed weights among the candidates) against
+              the layers' own forward, at the study's batch, interleaved, CPU seconds; the learner pass (forward +
+              backward) beside it, which the tuning leaves to the layers' own forward (expected 1.0x).
 3. reference  The reference as the policy's base weights with the LoRA adapter disabled (after) against a second
               copy of the base model (before): resident memory with the reference ready, pass time, and
               whether both give the same numbers.
@@ -62,9 +62,10 @@ def _prompt_batch(tok: Any, shape: Shape, seed: int) -> tuple[dict[str, torch.Te
 # ---------------------------------------------------------------- 1. behaviour log-probs
 
 def behaviour(rounds: int) -> dict[str, Any]:
-    """Sample with the kept logits (xrlhf.generation.sample) vs generate + a second forward; same seed, same tokens."""
+    """Sample with the kept logits (xrlhf.policy.generation.sample) vs generate + a second forward; same seed,
+    same tokens."""
     from xrlhf.ops import response_logprobs
-    from xrlhf.generation import eos_ids, sample
+    from xrlhf.policy.generation import eos_ids, sample
 
     model, tok, cfg = load_gemma()
     S = SHAPE
@@ -130,7 +131,7 @@ def behaviour(rounds: int) -> dict[str, Any]:
 
 def _truncation_gap(model: Any, tok: Any, top_k: int, top_p: float) -> dict[str, Any]:
     """With top-k/top-p, log q(token) (truncated, renormalised: what was sampled) minus log pi_T (recorded)."""
-    from xrlhf.generation import eos_ids
+    from xrlhf.policy.generation import eos_ids
 
     enc, _ = _prompt_batch(tok, SHAPE, 3)
     torch.manual_seed(3)
@@ -326,7 +327,7 @@ def prompts(rounds: int) -> dict[str, Any]:
 def linears(rounds: int) -> dict[str, Any]:
     """The study batch's reference and learner passes with and without tuned_linears (kernels chosen and weights
     packed before the timed rounds), interleaved, CPU seconds."""
-    from xrlhf.generation import tuned_linears
+    from xrlhf.policy.generation import tuned_linears
 
     model, ids, att, _, R = _gemma_and_batch(STUDY_SHAPE)
     _touch(model)
@@ -349,7 +350,7 @@ def linears(rounds: int) -> dict[str, Any]:
 def reference_part(how: str) -> dict[str, Any]:
     """Load the policy and its reference `how` ('disabled-adapter' or 'second-copy'); RSS and one pass."""
     from xrlhf.ops import response_logprobs
-    from xrlhf.models import load_causal_lm, reference_mode
+    from xrlhf.policy.models import load_causal_lm, reference_mode
 
     rss0 = peak_rss_mib()["VmRSS"]
     torch.manual_seed(0)

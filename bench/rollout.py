@@ -1,12 +1,12 @@
 """The HF rollout stage before and after sharing each prompt's pass among its samples and the in-place two-level
 sampler, interleaved in one run on gemma-3-270m.
 
-"before" is the previous xrlhf.generation.sample, kept here as it was: a logits processor that draws by inverse CDF
-over a full-vocabulary cumulative sum (fresh [B, V] buffers for the log-softmax, its exponential, the sum and the
-one-hot answer every step), and generate running every prompt once per sample. "after" is sample as it is now
+"before" is the previous xrlhf.policy.generation.sample, kept here as it was: a logits processor that draws by
+inverse CDF over a full-vocabulary cumulative sum (fresh [B, V] buffers for the log-softmax, its exponential, the sum
+and the one-hot answer every step), and generate running every prompt once per sample. "after" is sample as it is now
 (the prompt pass once per prompt, its KV cache copied to the samples; the processor works in place and searches
 blocks of the vocabulary; every linear layer of each decode step runs the product measured fastest for its shape
-and row count, xrlhf.generation.tuned_linears, the oneDNN-packed weights among them). "previous" is sample as it
+and row count, xrlhf.policy.generation.tuned_linears, the oneDNN-packed weights among them). "previous" is sample as it
 was at commit 784f4ca: only the LM head tuned, among the unpacked products (PreviousHead below), so this session's
 share of the gain is measured in the same run. Every kernel is chosen, and every weight packed, before the timed
 runs. All sides
@@ -46,7 +46,7 @@ SIDES = ("before", "previous", "after")  # "previous": only the LM head tuned, w
 def previous_head(model: Any) -> Iterator[None]:
     """The head tuning of commit 784f4ca: the LM head alone, the fastest of linear and the two blocked orders (each
     row count measured once, before the timed runs, by the same linear_kernel with the packed product left out)."""
-    from xrlhf import generation
+    from xrlhf.policy import generation
 
     head = model.get_output_embeddings()
     unpacked = {k: v for k, v in generation.LINEAR_KERNELS.items() if k != "onednn_packed"}
@@ -99,7 +99,7 @@ def before(model: Any, tok: Any, prompts: list[str], n: int, new_tokens: int, se
     """The previous rollout (T = 1): every prompt run once per sample; (sequences [B, P+R], log-probs [B, R])."""
     from transformers import LogitsProcessorList
 
-    from xrlhf.generation import encode_prompts, eos_ids
+    from xrlhf.policy.generation import encode_prompts, eos_ids
 
     enc, _ = encode_prompts(tok, prompts, n, 512)
     torch.manual_seed(seed)
@@ -134,8 +134,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from xrlhf.generation import sample
-    from xrlhf.models import load_causal_lm
+    from xrlhf.policy.generation import sample
+    from xrlhf.policy.models import load_causal_lm
 
     model, tok = load_causal_lm("packaged")
     counter = FlopCounter(model)

@@ -105,7 +105,7 @@ def _model_and_tokenizer(shape: Shape, workdir: str) -> tuple[str, Any]:
     """A path TRL can load the policy (and, without LoRA, its reference copy) from, and the tokenizer."""
     from transformers import AutoTokenizer
 
-    from xrlhf.models import build_tiny_model, packaged_model_dir
+    from xrlhf.policy.models import build_tiny_model, packaged_model_dir
 
     if shape.model == "gemma":
         path = str(packaged_model_dir())

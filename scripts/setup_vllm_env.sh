@@ -39,6 +39,6 @@ step "removing torchvision, torchaudio, torchcodec"
 step "peft"; vpip "peft==0.21.2" "accelerate" "transformers<5.20"
 step "xrlhf (no deps)"; vpip --no-deps -e .
 step "import check"
-"$VENV/bin/python" -c "import vllm, peft, xrlhf.vllm_rollout"
+"$VENV/bin/python" -c "import vllm, peft, xrlhf.policy.vllm_rollout"
 echo "$PINS" > "$STAMP"
 step "$VENV ready"

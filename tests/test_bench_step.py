@@ -1,4 +1,4 @@
-"""bench/'s in-process step is the controller's own (xrlhf.step.run_step on LocalRoles): it runs and learns."""
+"""bench/'s in-process step is the controller's own (xrlhf.driver.step.run_step on LocalRoles): it runs and learns."""
 import sys
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 import torch
 
-from xrlhf.experience import Experience
+from xrlhf.policy.experience import Experience
 
 
 def _experience() -> Experience:

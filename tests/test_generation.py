@@ -3,10 +3,10 @@ distribution and its truncations."""
 import pytest
 import torch
 
-from xrlhf import generation
 from xrlhf.ops import gather_logprobs
-from xrlhf.generation import draw, draw_from, sample
-from xrlhf.models import build_tiny_model
+from xrlhf.policy import generation
+from xrlhf.policy.generation import draw, draw_from, sample
+from xrlhf.policy.models import build_tiny_model
 
 PROMPTS = ["Say something.", "Name a fruit.", "Count: 1 2 3"]
 
@@ -176,7 +176,7 @@ def test_packed_lora_follows_a_weight_sync(monkeypatch):
     """A rollout model whose every layer runs packed samples what the plain model samples after the learner's
     adapter weights are loaded into it (load_trainable_state writes in place: the packed factors are packed again)."""
     from xrlhf.config import LoraConfig, ModelConfig
-    from xrlhf.models import load_policy, load_trainable_state, trainable_state
+    from xrlhf.policy.models import load_policy, load_trainable_state, trainable_state
 
     cfg = ModelConfig(name="tiny", lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0))
     model, tok = load_policy(cfg, trainable=False)
@@ -201,7 +201,7 @@ def test_tuned_linears_in_passes_without_gradient_and_never_with_one(monkeypatch
     are the plain ones exactly; enabled=False installs nothing, and an inner context leaves the outer one's."""
     from xrlhf.config import LoraConfig, ModelConfig
     from xrlhf.ops import response_logprobs
-    from xrlhf.models import load_policy
+    from xrlhf.policy.models import load_policy
 
     model, _ = load_policy(ModelConfig(name="tiny", lora=LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0)))
     ids = torch.randint(5, 100, (8, 24), generator=torch.Generator().manual_seed(0))
@@ -273,7 +273,7 @@ def test_a_stop_text_spelled_over_several_gemma_tokens_ends_the_response_at_its_
     completes the first stop, the answer is the text before it, and gemma's samples stop in either place."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from xrlhf.models import packaged_model_dir
+    from xrlhf.policy.models import packaged_model_dir
 
     tok = AutoTokenizer.from_pretrained(packaged_model_dir())
     stops = ["\n\n", "User:"]

@@ -15,11 +15,11 @@ import torch
 
 from faults import rows as _rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
-from xrlhf.controller import Controller, shutdown_graph
+from xrlhf.driver.controller import Controller, shutdown_graph
+from xrlhf.driver.graph import ActorRoles, build_graph, kill
+from xrlhf.driver.step import gather, start_learn
 from xrlhf.ops import response_logprobs
-from xrlhf.graph import ActorRoles, build_graph, kill
-from xrlhf.models import load_causal_lm
-from xrlhf.step import gather, start_learn
+from xrlhf.policy.models import load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

@@ -1,15 +1,15 @@
-"""The rows a step writes (xrlhf/metrics.py), from a hand-built step whose every number is known."""
+"""The rows a step writes (xrlhf/driver/metrics.py), from a hand-built step whose every number is known."""
 from pathlib import Path
 
 import pytest
 import torch
 
 from xrlhf.config import load_config
-from xrlhf.experience import Experience
+from xrlhf.driver.metrics import attribution, metrics_row, sample_rows
+from xrlhf.driver.step import Judged, StepOutcome, UpdateResult
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.rubric import Dimension, Rubric
-from xrlhf.metrics import attribution, metrics_row, sample_rows
-from xrlhf.step import Judged, StepOutcome, UpdateResult
+from xrlhf.policy.experience import Experience
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

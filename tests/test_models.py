@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from xrlhf.config import LoraConfig, ModelConfig
-from xrlhf.models import (CONVERTED_BYTES, ModelError, build_tiny_model, frozen_copy, load_causal_lm, load_policy,
-                          load_trainable_state, packaged_model_dir, reference_mode, trainable_state)
+from xrlhf.policy.models import (CONVERTED_BYTES, ModelError, build_tiny_model, frozen_copy, load_causal_lm,
+                                 load_policy, load_trainable_state, packaged_model_dir, reference_mode,
+                                 trainable_state)
 
 
 def test_tiny_model_is_deterministic_and_offline():
@@ -98,7 +99,7 @@ def test_packaged_gemma_loads_from_cache_and_writes_text():
 
 
 LOAD = ("import logging, sys; logging.basicConfig(level='INFO', format='%(message)s'); "
-        "from xrlhf.models import load_causal_lm; m, t = load_causal_lm('packaged'); "
+        "from xrlhf.policy.models import load_causal_lm; m, t = load_causal_lm('packaged'); "
         "print('LOADED', sum(p.numel() for p in m.parameters()), flush=True)")
 
 
@@ -192,7 +193,7 @@ def test_killed_converter_others_still_succeed(tmp_path):
 
 
 def test_context_length_of_tiny_and_local_models(tmp_path):
-    from xrlhf.models import TINY_CONTEXT, context_length
+    from xrlhf.policy.models import TINY_CONTEXT, context_length
 
     model, tok = build_tiny_model()
     assert context_length("tiny") == TINY_CONTEXT == model.config.max_position_embeddings
@@ -203,7 +204,7 @@ def test_context_length_of_tiny_and_local_models(tmp_path):
 
 def test_generation_within_the_context_passes_the_check():
     from xrlhf.config import ConfigError, load_config
-    from xrlhf.models import check_context
+    from xrlhf.policy.models import check_context
 
     tiny = ["model.name=tiny", "data.max_prompt_tokens=256"]
     check_context(load_config("configs/quickstart.yaml", [*tiny, "rollout.max_new_tokens=256"]))
@@ -215,7 +216,7 @@ def test_generation_within_the_context_passes_the_check():
 def test_packaged_context_matches_the_converted_model():
     from transformers import AutoConfig
 
-    from xrlhf.models import PACKAGED_CONTEXT, context_length
+    from xrlhf.policy.models import PACKAGED_CONTEXT, context_length
 
     config = AutoConfig.from_pretrained(packaged_model_dir())
     assert context_length("packaged") == PACKAGED_CONTEXT == config.max_position_embeddings

@@ -8,7 +8,7 @@ import ray
 
 from faults import rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
-from xrlhf.controller import Controller, shutdown_graph
+from xrlhf.driver.controller import Controller, shutdown_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

@@ -153,15 +153,15 @@ def test_shared_prompt_pass_gives_the_same_logprobs_entropy_hidden_and_gradients
     from peft import LoraConfig, get_peft_model
 
     from xrlhf.ops import response_logprobs, shared_prompt_rows
-    from xrlhf.generation import sample
-    from xrlhf.models import build_tiny_model
+    from xrlhf.policy.generation import sample
+    from xrlhf.policy.models import build_tiny_model
 
     model, tok = build_tiny_model()
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     exp = sample(model, tok, ["Say something.", "A much longer prompt than the other one, to pad it."], 3, 6, seed=1)
     exp = exp.select([0, 1, 2, 3, 4, 5])
     solo = sample(model, tok, ["Name a fruit please"], 1, exp.response_len, seed=2, min_new_tokens=exp.response_len)
-    from xrlhf.generation import merge_experiences
+    from xrlhf.policy.generation import merge_experiences
     exp = merge_experiences([exp, solo], tok.pad_token_id)
     P = exp.input_ids.shape[1] - exp.response_len
     first, owner = shared_prompt_rows(exp.input_ids, exp.attention_mask, P)
@@ -208,8 +208,8 @@ def test_gradient_checkpointing_keeps_one_pass_per_row():
     """transformers turns the KV cache off under gradient checkpointing while training, so the prompt is not
     shared there: the pass per row runs, with the same numbers."""
     from xrlhf.ops import _can_share, response_logprobs
-    from xrlhf.generation import sample
-    from xrlhf.models import build_tiny_model
+    from xrlhf.policy.generation import sample
+    from xrlhf.policy.models import build_tiny_model
 
     model, tok = build_tiny_model()
     exp = sample(model, tok, ["Say something.", "Name a fruit."], 2, 5, seed=4)

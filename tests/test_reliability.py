@@ -24,9 +24,9 @@ import torch
 from faults import GOOD_SCORE, FaultServer, find_actor, listening, process_tree
 from faults import rows as _rows, train_in_thread as _train_in_thread, wait_rows as _wait_rows
 from xrlhf.config import Config, ResourcesConfig, load_config
-from xrlhf.controller import Controller, JudgeUnavailableError, shutdown_graph
-from xrlhf.graph import init_ray
-from xrlhf.rundir import RunDir
+from xrlhf.driver.controller import Controller, JudgeUnavailableError, shutdown_graph
+from xrlhf.driver.graph import init_ray
+from xrlhf.driver.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny.yaml"
@@ -341,10 +341,10 @@ def test_cli_run_stops_on_repeated_nan_and_listens_on_loopback_only(tmp_path):
 # --- numerical faults inside the learner, no Ray --------------------------------------------------------
 
 def test_nan_loss_and_inf_gradient_skip_the_update_and_keep_the_weights(tmp_path):
-    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
     from xrlhf.learners.common import NonFiniteError
-    from xrlhf.models import trainable_state
+    from xrlhf.policy.generation import sample
+    from xrlhf.policy.models import trainable_state
 
     cfg = load_config(TINY, ["algorithm.max_nonfinite_in_a_row=3"])
     learner = make_learner(cfg)
@@ -399,7 +399,7 @@ SAVER = r"""
 import sys, time
 from pathlib import Path
 import torch
-from xrlhf.rundir import RunDir
+from xrlhf.driver.rundir import RunDir
 
 run = RunDir(sys.argv[1])
 run.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""xrlhf/report.py on a synthetic compare directory written in the trainer's exact format."""
+"""xrlhf/report/__init__.py on a synthetic compare directory written in the trainer's exact format."""
 import base64
 import json
 import math

@@ -1,4 +1,4 @@
-"""The study's analyses in the report (xrlhf/report_study.py, the win-rate section) on a hand-made compare directory."""
+"""The study's analyses in the report (xrlhf/report/study.py, the win-rate section) on a hand-made compare directory."""
 import json
 import math
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 
 from report_cells import summary_value
 from xrlhf.report import build_report
-from xrlhf.report_data import load_compare, pairings, val_curve
-from xrlhf.report_study import distinct_ngram_ratio, quoted_words, verdict, versus_base
+from xrlhf.report.data import load_compare, pairings, val_curve
+from xrlhf.report.study import distinct_ngram_ratio, quoted_words, verdict, versus_base
 
 DIMS = ["helpfulness", "verbosity"]
 ARMS = ["ppo", "rloo"]

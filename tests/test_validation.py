@@ -1,9 +1,10 @@
-"""xrlhf/validation.py: when the validation curve is sampled, what a validation row holds, progress across a resume."""
+"""xrlhf/driver/validation.py: when the validation curve is sampled, what a validation row holds, progress across a
+resume."""
 import pytest
 
 from xrlhf.config import load_config
+from xrlhf.driver.validation import Progress, validation_due, validation_metrics, validation_prompts
 from xrlhf.judge.base import Judgement
-from xrlhf.validation import Progress, validation_due, validation_metrics, validation_prompts
 
 
 def test_validation_due_every_n_steps_and_the_last():

@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", help="vLLM's dtype; the transformers side is float32")
     args = parser.parse_args()
     from xrlhf.config import Config
-    from xrlhf.models import load_policy, trainable_state
-    from xrlhf.vllm_rollout import VLLMSampler
+    from xrlhf.policy.models import load_policy, trainable_state
+    from xrlhf.policy.vllm_rollout import VLLMSampler
 
     t_start = time.perf_counter()
     # The defaults' adapter: peft LoRA r=8 on q/k/v/o_proj of the packaged gemma-3-270m.

@@ -105,11 +105,11 @@ class UserFacingError(RuntimeError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from xrlhf.controller import JudgeUnavailableError
     from xrlhf.data import DataError
-    from xrlhf.learners.common import NonFiniteError
+    from xrlhf.driver.controller import JudgeUnavailableError
     from xrlhf.exposure import ExposureError
-    from xrlhf.models import ModelError
+    from xrlhf.learners.common import NonFiniteError
+    from xrlhf.policy.models import ModelError
 
     return DataError, ModelError, JudgeUnavailableError, NonFiniteError, ExposureError
 
@@ -121,7 +121,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _load(args: argparse.Namespace):
-    from xrlhf.models import check_context
+    from xrlhf.policy.models import check_context
 
     cfg = load_config(args.config, args.overrides)
     check_context(cfg)
@@ -133,7 +133,7 @@ def _load(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from xrlhf.controller import Controller
+    from xrlhf.driver.controller import Controller
 
     if args.resume:
         run_dir, resume = Path(args.resume), True

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from xrlhf.config import Config, apply_overrides, with_overrides
+from xrlhf.driver.rundir import RunDir, atomic_write_text
 from xrlhf.logs import eta
-from xrlhf.rundir import RunDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
 
     Re-running on the same directory resumes: finished runs are kept, a stopped one continues from its checkpoint.
     """
-    from xrlhf.controller import Controller, shutdown_graph
+    from xrlhf.driver.controller import Controller, shutdown_graph
     from xrlhf.evaluate import evaluate
     from xrlhf.judge import judge_label
-    from xrlhf.models import check_context
+    from xrlhf.policy.models import check_context
     from xrlhf.report import build_report
 
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ class ModelConfig(Strict):
     lora: LoraConfig = LoraConfig()
     gradient_checkpointing: bool = False
     # On CPU, every pass without gradient (sampling, the reference, PPO's old policy) runs each linear layer with
-    # the product measured fastest for its shape and row count (xrlhf.generation.tuned_linears), oneDNN-packed
+    # the product measured fastest for its shape and row count (xrlhf.policy.generation.tuned_linears), oneDNN-packed
     # weights among them: a second copy of those weights per process (about 1 GiB for gemma-3-270m in fp32).
     # False: the layers' own forward, less memory.
     tune_linears: bool = True
@@ -252,14 +252,18 @@ class ReinforceConfig(Strict):
     importance_cap: float = Field(1.0, gt=0)
 
 
-# The algorithms a config may name. xrlhf/learners LEARNERS maps each to its learner and asserts these same names:
-# config is the bottom layer, so it cannot read the registry itself.
-ALGORITHMS = ("ppo", "reinforce")
+# The learner registry: each algorithm a config may name and the class that runs it, "module:Class", imported only
+# when a learner is built (xrlhf.learners.make_learner). Another algorithm is one new file in xrlhf/learners/ and
+# one entry here (plus its own options in this file, if it has any). It lives in config, the bottom layer, so the
+# schema checks a name against the registry itself, read at validation time, without importing the learners.
+LEARNERS: dict[str, str] = {"ppo": "xrlhf.learners.ppo:PPOLearner",
+                            "reinforce": "xrlhf.learners.reinforce:ReinforceLearner"}
 
 
 def _known_algorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise ValueError(f"should be {', '.join(map(repr, ALGORITHMS[:-1]))} or {ALGORITHMS[-1]!r}")
+    if name not in LEARNERS:
+        *rest, last = LEARNERS
+        raise ValueError(f"should be {', '.join(map(repr, rest))} or {last!r}")
     return name
 
 
@@ -361,7 +365,7 @@ def flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class CompareConfig(Strict):
-    algorithms: list[AlgorithmName] = list(ALGORITHMS)
+    algorithms: list[AlgorithmName] = Field(default_factory=lambda: list(LEARNERS))  # every registered one
     # Named arms, each a map of config overrides on top of this config ({"algorithm.name": "ppo"} or nested);
     # run dirs are ARM-seedN. None: one arm per entry of `algorithms`, named after it.
     arms: dict[str, dict[str, Any]] | None = None

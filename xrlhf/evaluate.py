@@ -11,8 +11,8 @@ from typing import Any
 
 from xrlhf.config import Config
 from xrlhf.data import load_prompts
-from xrlhf.generation import sample
-from xrlhf.models import ModelError, load_causal_lm
+from xrlhf.policy.generation import sample
+from xrlhf.policy.models import ModelError, load_causal_lm
 
 log = logging.getLogger(__name__)
 

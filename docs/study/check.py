@@ -25,11 +25,11 @@ from typing import Any, Callable
 import yaml
 
 from xrlhf.data import load_prompts
-from xrlhf.report_data import (CompareData, Run, common_reach, early_late_delta, eval_by_model, load_compare,
+from xrlhf.report.data import (CompareData, Run, common_reach, early_late_delta, eval_by_model, load_compare,
                                model_algorithm, pairings, val_curve)
-from xrlhf.report_figures import stage_seconds
-from xrlhf.report_sections import eval_rewards, finals, seed_win_rates
-from xrlhf.report_study import QUOTE_WORDS, distinct_ngram_ratio, quoted_words, versus_base
+from xrlhf.report.figures import stage_seconds
+from xrlhf.report.sections import eval_rewards, finals, seed_win_rates
+from xrlhf.report.study import QUOTE_WORDS, distinct_ngram_ratio, quoted_words, versus_base
 from xrlhf.stats import (bootstrap_mean_ci, difference_within_noise, holm, interpolate_at, kl_spikes, linear_trend,
                          mean_ci, step_noise, t_critical, t_p_value)
 

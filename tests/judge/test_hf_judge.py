@@ -7,7 +7,7 @@ from xrlhf.judge.hf import HFJudge
 from xrlhf.judge.rubric import Dimension, expected_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, last_logprobs, shared_prefix_logprobs
 from xrlhf.judge.template import TEMPLATES, encode, render_dimension, truncate_response
-from xrlhf.models import build_tiny_model
+from xrlhf.policy.models import build_tiny_model
 
 # A short template for the slow paths (generate mode): it opens with the prompt, so no prefix is common to all rows.
 SHORT = "Prompt: {prompt}\nResponse: {response}\nRate {dimension}: {definition}\nScore ({lo}-{hi}):"

@@ -292,7 +292,7 @@ class ModelServer(StubCompletionsServer):
     chat_only answers /completions with 404."""
 
     def __init__(self, echo: bool = True, chat_only: bool = False) -> None:
-        from xrlhf.models import build_tiny_model
+        from xrlhf.policy.models import build_tiny_model
 
         self.model, self.tokenizer = build_tiny_model()
         self.echo, self.chat_only, self.bodies = echo, chat_only, []

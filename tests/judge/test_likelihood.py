@@ -17,7 +17,7 @@ from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEI
 from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
 from xrlhf.judge.rubric import Dimension
 from xrlhf.judge.scoring import PrefixCache, grouped_tail_logprobs, tail_logprobs
-from xrlhf.models import build_tiny_model
+from xrlhf.policy.models import build_tiny_model
 
 DIMS = {"helpfulness": {"definition": "Does what was asked."}, "correctness": {"definition": "Right facts."}}
 

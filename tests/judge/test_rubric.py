@@ -10,7 +10,7 @@ from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.template import (DEFAULT_TEMPLATE, DEMONSTRATIONS, TEMPLATES, TRUNCATION_MARK, fill,
                                   render_demonstrations, render_dimension, resolve_template, sanitise,
                                   truncate_response)
-from xrlhf.models import tiny_tokenizer
+from xrlhf.policy.models import tiny_tokenizer
 
 LABELS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 MARKERS = ("<<<USER_PROMPT>>>", "<<<END_USER_PROMPT>>>", "<<<RESPONSE>>>", "<<<END_RESPONSE>>>")

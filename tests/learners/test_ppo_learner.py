@@ -12,9 +12,9 @@ def test_update_reuses_the_first_minibatch_forward_for_its_old_values(epochs, mi
     """The first minibatch's update forward doubles as its rows' old-values pass: one policy forward fewer
     per update (with one minibatch, the no-grad pass is gone), and the same update."""
     from xrlhf.config import load_config
-    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
-    from xrlhf.models import trainable_state
+    from xrlhf.policy.generation import sample
+    from xrlhf.policy.models import trainable_state
 
     cfg = load_config(TINY, ["algorithm.name=ppo", f"algorithm.ppo.epochs={epochs}",
                              f"algorithm.ppo.minibatch_size={minibatch}"])

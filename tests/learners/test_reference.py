@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from xrlhf.config import load_config
-from xrlhf.ops import response_logprobs
-from xrlhf.generation import sample
 from xrlhf.learners import make_learner
-from xrlhf.models import load_causal_lm
+from xrlhf.ops import response_logprobs
+from xrlhf.policy.generation import sample
+from xrlhf.policy.models import load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -13,8 +13,8 @@ def test_reinforce_learner_ema_baseline_per_optimiser_step(init, first_baseline)
     from xrlhf.algorithms.kl import kl_penalty
     from xrlhf.algorithms.reinforce import sequence_returns
     from xrlhf.config import load_config
-    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
+    from xrlhf.policy.generation import sample
 
     cfg = load_config(TINY, ["algorithm.reinforce.baseline=ema", "algorithm.reinforce.ema_decay=0.99",
                              f"algorithm.reinforce.ema_init={init}", "algorithm.kl_coef=0.5"])
@@ -43,8 +43,8 @@ def test_reinforce_learner_loo_baseline_with_a_lone_sample():
     """A judge dropped one of a prompt's two samples: the learner's advantages are the returns minus baseline_loo,
     whose rule gives the lone sample the mean return of the rest of the batch."""
     from xrlhf.config import load_config
-    from xrlhf.generation import sample
     from xrlhf.learners import make_learner
+    from xrlhf.policy.generation import sample
 
     learner = make_learner(load_config(TINY, ["algorithm.reinforce.baseline=loo", "algorithm.kl_coef=0.0"]))
     exp = sample(learner.trainer.model, learner.trainer.tokenizer, ["Say something.", "Name a fruit."], 2, 8, seed=0)

@@ -10,7 +10,7 @@ import torch
 from xrlhf.config import ActorResources, Config, ConfigError
 from xrlhf.data import DataError
 from xrlhf.logs import process_log, quiet_libraries
-from xrlhf.models import ModelError
+from xrlhf.policy.models import ModelError
 
 
 def setup_process(cfg: Config, res: ActorResources, role: str) -> None:

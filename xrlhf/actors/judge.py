@@ -6,8 +6,8 @@ import time
 import ray
 
 from xrlhf.actors.base import ActorBase
+from xrlhf.driver.step import Judged
 from xrlhf.judge import build_judge
-from xrlhf.step import Judged
 
 
 @ray.remote

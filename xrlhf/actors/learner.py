@@ -7,9 +7,9 @@ from typing import Any
 import ray
 
 from xrlhf.actors.base import ActorBase
-from xrlhf.experience import Experience
+from xrlhf.driver.step import Reference, UpdateResult
 from xrlhf.learners import make_learner
-from xrlhf.step import Reference, UpdateResult
+from xrlhf.policy.experience import Experience
 
 
 @ray.remote

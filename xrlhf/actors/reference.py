@@ -8,19 +8,19 @@ import ray
 import torch
 
 from xrlhf.actors.base import ActorBase
-from xrlhf.experience import Experience
-from xrlhf.generation import tuned_linears
-from xrlhf.models import load_policy, reference_mode
+from xrlhf.driver.step import Reference
 from xrlhf.ops import response_logprobs
-from xrlhf.step import Reference
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import tuned_linears
+from xrlhf.policy.models import load_policy, reference_mode
 
 
 @ray.remote
 class ReferenceActor(ActorBase):
     """The base weights; with LoRA the adapter is attached but disabled, exactly as the learner sees it.
 
-    Nothing sends it the learner's weights (xrlhf.graph syncs the rollouts only) and a restart loads the base again,
-    so without LoRA its model is the base as loaded.
+    Nothing sends it the learner's weights (xrlhf.driver.graph syncs the rollouts only) and a restart loads the base
+    again, so without LoRA its model is the base as loaded.
     """
 
     role = "reference"

@@ -7,10 +7,10 @@ from typing import Any
 import ray
 
 from xrlhf.actors.base import ActorBase
-from xrlhf.experience import Experience
-from xrlhf.generation import sample
-from xrlhf.models import load_policy, load_trainable_state
-from xrlhf.step import Rollout
+from xrlhf.driver.step import Rollout
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import sample
+from xrlhf.policy.models import load_policy, load_trainable_state
 
 
 @ray.remote
@@ -23,7 +23,7 @@ class RolloutActor(ActorBase):
         self.version = 0
         self.vllm = self.cfg.rollout.backend == "vllm"
         if self.vllm:
-            from xrlhf.vllm_rollout import VLLMSampler  # vllm is installed only where this backend runs
+            from xrlhf.policy.vllm_rollout import VLLMSampler  # vllm is installed only where this backend runs
 
             self.sampler = VLLMSampler.from_config(self.cfg)
         else:

@@ -18,8 +18,8 @@ from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.scoring import PrefixCache, common_prefix_length, pad, shared_prefix_logprobs
 from xrlhf.judge.template import (encode, resolve_template, render_demonstrations, render_dimension, render_pairwise,
                                   answer_token_ids, truncate_response)
-from xrlhf.generation import tuned_linears
-from xrlhf.models import load_causal_lm
+from xrlhf.policy.generation import tuned_linears
+from xrlhf.policy.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 

@@ -265,6 +265,6 @@ def _api_key(env_name: str | None) -> str | None:
 def _load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 
-    from xrlhf.models import TINY, resolve, tiny_tokenizer
+    from xrlhf.policy.models import TINY, resolve, tiny_tokenizer
 
     return tiny_tokenizer() if name == TINY else AutoTokenizer.from_pretrained(resolve(name))

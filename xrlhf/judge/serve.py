@@ -48,7 +48,7 @@ class JudgeServer:
                  token_sha256: str | None, torch_threads: int | None) -> None:
         import torch
 
-        from xrlhf.models import load_causal_lm
+        from xrlhf.policy.models import load_causal_lm
 
         if torch_threads:
             torch.set_num_threads(torch_threads)

@@ -1,8 +1,8 @@
 """Learners: the only algorithm-specific code. Each implements the Learner protocol below; PolicyLearner
 (learners/common.py) gives both the shared parts, so an algorithm writes its `_update` and little else.
 
-A third algorithm is one new file here, one entry in LEARNERS and its name in config.ALGORITHMS (plus its own
-options in config.py, if any); the assert below fails on import when the two lists differ.
+Another algorithm is one new file here and one entry in the registry, config.LEARNERS (plus its own options in
+config.py, if any): the registry sits in config so that the schema checks algorithm names against it.
 """
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from xrlhf.config import ALGORITHMS, Config
-from xrlhf.experience import Experience
+from xrlhf.config import LEARNERS, Config
+from xrlhf.policy.experience import Experience
 
-LEARNERS = {"ppo": "xrlhf.learners.ppo:PPOLearner", "reinforce": "xrlhf.learners.reinforce:ReinforceLearner"}
-assert set(LEARNERS) == set(ALGORITHMS), "config.ALGORITHMS and LEARNERS name the same algorithms"
+__all__ = ["LEARNERS", "Learner", "make_learner"]
 
 
 @runtime_checkable

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from xrlhf.config import Config
-from xrlhf.experience import Experience
-from xrlhf.generation import tuned_linears
-from xrlhf.models import frozen_copy, load_policy, load_trainable_state, reference_mode, trainable_state
 from xrlhf.ops import response_logprobs
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import tuned_linears
+from xrlhf.policy.models import frozen_copy, load_policy, load_trainable_state, reference_mode, trainable_state
 
 log = logging.getLogger(__name__)
 

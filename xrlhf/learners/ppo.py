@@ -8,10 +8,10 @@ import torch
 
 from xrlhf.algorithms.ppo import compute_gae, explained_variance, policy_loss, token_level_rewards, value_loss
 from xrlhf.config import Config
-from xrlhf.experience import Experience
 from xrlhf.learners.common import PolicyLearner
-from xrlhf.models import load_policy, load_trainable_state, trainable_state
 from xrlhf.ops import masked_mean, masked_whiten, response_logprobs
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.models import load_policy, load_trainable_state, trainable_state
 
 
 class ValueHead(torch.nn.Module):

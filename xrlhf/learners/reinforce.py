@@ -7,9 +7,9 @@ import torch
 
 from xrlhf.algorithms.reinforce import make_baseline, reinforce_loss, sequence_returns
 from xrlhf.config import Config
-from xrlhf.experience import Experience
 from xrlhf.learners.common import PolicyLearner
 from xrlhf.ops import masked_mean, masked_whiten
+from xrlhf.policy.experience import Experience
 
 
 class ReinforceLearner(PolicyLearner):

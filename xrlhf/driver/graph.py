@@ -1,5 +1,5 @@
 """The actor graph's lifetime: Ray on this machine or a cluster, the placement group, the four roles' actors,
-and ActorRoles, which runs the step's roles (xrlhf.step) on them."""
+and ActorRoles, which runs the step's roles (xrlhf.driver.step) on them."""
 from __future__ import annotations
 
 import ipaddress
@@ -13,12 +13,12 @@ from typing import Any, Callable
 import ray
 
 from xrlhf.config import Config, ResourcesConfig
-from xrlhf.experience import Experience
+from xrlhf.driver.metrics import sum_stats
+from xrlhf.driver.step import Judged, Reference, Rollout, UpdateResult
 from xrlhf.exposure import beyond_loopback, require_auth_or_opt_in, start_local_ray
-from xrlhf.generation import merge_experiences
-from xrlhf.metrics import sum_stats
-from xrlhf.models import prepare_packaged
-from xrlhf.step import Judged, Reference, Rollout, UpdateResult
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import merge_experiences
+from xrlhf.policy.models import prepare_packaged
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from xrlhf.data import format_prompt
-from xrlhf.experience import Experience
 from xrlhf.ops import NO_LOGITS, cache_arg, returned_cache
+from xrlhf.policy.experience import Experience
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -5,8 +5,8 @@ import math
 from html import escape
 from itertools import combinations
 
-from xrlhf.report_data import CompareData, eval_by_model, eval_mean, model_algorithm, tail_window
-from xrlhf.report_sections import (ci_cell, eval_rewards, finals, fmt, n_steps, note, rose_fell, section,
+from xrlhf.report.data import CompareData, eval_by_model, eval_mean, model_algorithm, tail_window
+from xrlhf.report.sections import (ci_cell, eval_rewards, finals, fmt, n_steps, note, rose_fell, section,
                                    seed_win_rates, table)
 from xrlhf.stats import A_HIGHER, B_HIGHER, CANNOT_TELL, difference_within_noise, mean_ci
 

@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from xrlhf import report_figures as figs
-from xrlhf.report_data import CompareData, load_compare
-from xrlhf.report_sections import (attribution_section, curves_section, dimensions_section, examples_section,
+from xrlhf.report import figures as figs
+from xrlhf.report.data import CompareData, load_compare
+from xrlhf.report.sections import (attribution_section, curves_section, dimensions_section, examples_section,
                                    hacking_section, stability_section, timing_section, winrates_section)
-from xrlhf.report_study import study_section
-from xrlhf.report_summary import summary_section
+from xrlhf.report.study import study_section
+from xrlhf.report.summary import summary_section
 
 __all__ = ["build_report", "load_compare"]
 

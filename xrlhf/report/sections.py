@@ -8,9 +8,9 @@ import math
 from html import escape
 from typing import Any
 
-from xrlhf.report_data import (CompareData, Pairing, Run, early_late_delta, eval_by_model, eval_mean, final_value,
+from xrlhf.report.data import (CompareData, Pairing, Run, early_late_delta, eval_by_model, eval_mean, final_value,
                                model_algorithm, pairings)
-from xrlhf.report_figures import STAGES, smooth_window, stage_seconds
+from xrlhf.report.figures import STAGES, smooth_window, stage_seconds
 from xrlhf.stats import (MIN_POSITION_CONSISTENCY, finite, kl_spikes, mean_ci, rose_and_fell, steps_to_fraction,
                          win_rate_ci)
 

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from xrlhf.config import Config
+from xrlhf.driver.step import StepOutcome
 from xrlhf.judge.base import Judgement
 from xrlhf.judge.rubric import Rubric
-from xrlhf.step import StepOutcome
 
 
 def metrics_row(cfg: Config, step: int, out: StepOutcome) -> dict[str, Any]:

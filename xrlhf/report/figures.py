@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from xrlhf.report_data import (VAL_AXES, CompareData, aligned, common_reach, eval_by_model, eval_mean, model_algorithm,
+from xrlhf.report.data import (VAL_AXES, CompareData, aligned, common_reach, eval_by_model, eval_mean, model_algorithm,
                                val_curve)
 from xrlhf.stats import interpolate_at, mean_ci, smooth
 

@@ -1,7 +1,7 @@
 """Sampling with vLLM: the rollout backend that takes the learner's LoRA adapter as an adapter, never merged.
 
 Runs where vllm is installed (on CPU: the separate `.venv-vllm`, built by scripts/setup_vllm_env.sh).
-Returns the same Experience layout as `xrlhf.generation.sample`, so the rest of the loop cannot tell
+Returns the same Experience layout as `xrlhf.policy.generation.sample`, so the rest of the loop cannot tell
 which backend sampled.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, Iterable
 import torch
 
 from xrlhf.config import Config
-from xrlhf.experience import Experience
-from xrlhf.generation import cut_at_stop_texts, encode_prompts, eos_ids, response_mask_from
-from xrlhf.models import resolve
+from xrlhf.policy.experience import Experience
+from xrlhf.policy.generation import cut_at_stop_texts, encode_prompts, eos_ids, response_mask_from
+from xrlhf.policy.models import resolve
 
 GiB = 1 << 30
 

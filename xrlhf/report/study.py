@@ -1,6 +1,6 @@
 """The study's planned analyses (issue 14), each answered with a 95% interval over seeds or an explicit "cannot tell":
 held-out reward at equal samples and at equal wall time, the KL paid, stability, which dimensions moved, reward
-hacking on held-out prompts. Reads what report_data loads; numbers per seed, intervals from xrlhf/stats.py.
+hacking on held-out prompts. Reads what report.data loads; numbers per seed, intervals from xrlhf/stats.py.
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from html import escape
 from itertools import combinations
 from typing import Any
 
-from xrlhf.report_data import (CompareData, Run, common_reach, early_late_delta, eval_by_model, model_algorithm,
+from xrlhf.report.data import (CompareData, Run, common_reach, early_late_delta, eval_by_model, model_algorithm,
                                val_curve)
-from xrlhf.report_sections import ci_cell, finals, fmt, image, note, section, table
-from xrlhf.report_summary import _difference_sentence
+from xrlhf.report.sections import ci_cell, finals, fmt, image, note, section, table
+from xrlhf.report.summary import _difference_sentence
 from xrlhf.stats import finite, interpolate_at, kl_spikes, mean_ci, step_noise
 
 

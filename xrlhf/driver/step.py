@@ -1,6 +1,6 @@
 """One training step over the graph's roles: gather (generate → reference ∥ judge), then learn (update → sync).
 
-The controller runs it on Ray actors (xrlhf.graph.ActorRoles), the benchmarks in one process (bench/common.py):
+The controller runs it on Ray actors (xrlhf.driver.graph.ActorRoles), the benchmarks in one process (bench/common.py):
 the same functions, so a benchmark measures what users run. Each role returns a small typed result with the
 seconds it spent itself (and, for the rollout and the update, when it started and finished, by the wall clock);
 the step adds the seconds the driver waited.
@@ -17,8 +17,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from xrlhf.experience import Experience
 from xrlhf.judge.base import Judgement
+from xrlhf.policy.experience import Experience
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""The driver loop: prompts per step, the step itself (xrlhf.step: gather, then learn, on the graph's actors; the next
-step gathered during the update when algorithm.async_steps is 1), retries when an actor dies, validation points,
-checkpoints and the rows every step writes.
+"""The driver loop: prompts per step, the step itself (xrlhf.driver.step: gather, then learn, on the graph's actors;
+the next step gathered during the update when algorithm.async_steps is 1), retries when an actor dies, validation
+points, checkpoints and the rows every step writes.
 
 It never looks at the algorithm name: the learner actor hides PPO and REINFORCE behind one interface.
 """
@@ -17,14 +17,14 @@ import ray
 
 from xrlhf.config import Config
 from xrlhf.data import load_prompts
-from xrlhf.graph import ActorRoles, build_graph, init_ray, kill
+from xrlhf.driver.graph import ActorRoles, build_graph, init_ray, kill
+from xrlhf.driver.metrics import metrics_row, sample_rows
+from xrlhf.driver.rundir import RunDir
+from xrlhf.driver.step import Gathered, gather, start_learn
+from xrlhf.driver.validation import Progress, validation_due, validation_metrics, validation_prompts
 from xrlhf.judge import backend as judge_backend
 from xrlhf.logs import eta, shown, step_line
-from xrlhf.metrics import metrics_row, sample_rows
-from xrlhf.models import check_model_source
-from xrlhf.rundir import RunDir
-from xrlhf.step import Gathered, gather, start_learn
-from xrlhf.validation import Progress, validation_due, validation_metrics, validation_prompts
+from xrlhf.policy.models import check_model_source
 
 log = logging.getLogger(__name__)
 RETRYABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
