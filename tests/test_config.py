@@ -129,7 +129,7 @@ def test_cli_rejects_stray_arguments_that_are_not_overrides():
 def test_compare_arms_named_override_maps():
     from xrlhf.compare import arm_config, arms, run_names
 
-    cfg = load_config("configs/study.yaml")
+    cfg = load_config("docs/study/earlier/study-192.yaml")  # the first run's three arms
     assert list(arms(cfg)) == ["ppo", "reinforce_ema", "rloo"] and len(cfg.compare.seeds) >= 3
     ema = arm_config(cfg, "reinforce_ema", 2)
     assert (ema.run_name, ema.seed, ema.algorithm.name) == ("reinforce_ema-seed2", 2, "reinforce")
@@ -138,7 +138,7 @@ def test_compare_arms_named_override_maps():
     assert arm_config(cfg, "rloo", 0).algorithm.reinforce.baseline == "loo"
     assert arm_config(cfg, "ppo", 0).algorithm.name == "ppo"
     # nested maps and dotted keys are the same; a command-line override reaches one arm only
-    over = load_config("configs/study.yaml", ["compare.arms.rloo.algorithm.lr=0.5"])
+    over = load_config("docs/study/earlier/study-192.yaml", ["compare.arms.rloo.algorithm.lr=0.5"])
     assert arm_config(over, "rloo", 0).algorithm.lr == 0.5
     assert arm_config(over, "ppo", 0).algorithm.lr == cfg.algorithm.lr != 0.5
     # the old form: one arm per algorithm, named after it

@@ -1,5 +1,6 @@
-"""configs/study.yaml, shrunk by overrides (tiny model, rule judges, 2 steps, 2 seeds), through the real Ray graph,
-the evaluation and the report: the study's config cannot rot, and every piece of its machinery runs."""
+"""configs/study.yaml, shrunk by overrides (tiny model, rule judges, 2 steps, 2 seeds, the first run's two other arms
+added back), through the real Ray graph, the evaluation and the report: the study's config cannot rot, and every
+piece of its machinery runs, arm against arm included."""
 import json
 import re
 import subprocess
@@ -13,14 +14,18 @@ from report_cells import summary_value
 from xrlhf.judge.rule import target_fraction
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = ["ppo", "reinforce_ema", "rloo"]
+ARMS = ["rloo", "ppo", "reinforce_ema"]  # the study's one arm, then the first run's other two
 SEEDS = [0, 1]
 SHRINK = ["model.name=tiny", "model.lora.enabled=false", "judge.backend=rule", "judge.rule.target=e",
           "judge.aggregation=mean", "steps=2", "compare.seeds=[0, 1]", "rollout.max_new_tokens=8", "rollout.stop=[]",
           "rollout.samples_per_prompt=4", "algorithm.lr=3.0e-3", "checkpoint.every=1", "eval.num_prompts=3",
           "eval.max_new_tokens=8", "eval.every_steps=1", "eval.validation_prompts=2",
           # an evaluation judge that differs from the training judge: it rewards ':' where training rewards 'e'
-          "eval.judge.backend=rule", "eval.judge.rule.target=':'", "eval.judge.aggregation=mean"]
+          "eval.judge.backend=rule", "eval.judge.rule.target=':'", "eval.judge.aggregation=mean",
+          "eval.pairwise=true", "compare.arms.ppo.algorithm.name=ppo", "compare.arms.reinforce_ema.algorithm.name=reinforce",
+          "compare.arms.reinforce_ema.algorithm.reinforce.baseline=ema",
+          "compare.arms.reinforce_ema.algorithm.reinforce.ema_decay=0.99",
+          "compare.arms.reinforce_ema.algorithm.reinforce.ema_init=zero"]
 
 
 def read_jsonl(path: Path) -> list[dict]:
