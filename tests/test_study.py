@@ -122,7 +122,7 @@ def test_study_report_answers_each_planned_question(study):
               "Reward hacking"):
         assert h in html, h
     assert 'data-metric="win_rate_vs_reinforce_ema" data-algorithm="ppo"' in html
-    assert "ppo vs rloo: " in html
+    assert "rloo vs ppo: " in html
     # held-out reward at equal samples is each seed's last validation point (both runs end at 32 samples)
     last = {s: read_jsonl(study / f"rloo-seed{s}" / "metrics.jsonl")[-1]["val/reward"] for s in SEEDS}
     assert summary_value(html, "val_at_samples", "rloo") == pytest.approx(sum(last.values()) / 2)

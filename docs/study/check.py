@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import re
 import sys
@@ -546,11 +547,28 @@ def sizing_claims(data: CompareData) -> list[Claim]:
     ]
 
 
+def second_run_plan_claims(data: CompareData) -> list[Claim]:
+    """The second run's plan: the power of four seeds, the evaluation judge's measured quality."""
+    sds, residual_ms, pooled = gain_variance_split(data)
+    n_eval = len(load_prompts("bundled", "eval").prompts)
+    sd = math.sqrt(pooled - residual_ms / len(eval_by_model(data)["base"]) + residual_ms / n_eval)
+    holdout = {r["config"]: r for r in json.loads((HERE.parents[1] / "bench" / "results" / "judge_quality_holdout.json")
+                                                  .read_text())["results"]}
+    ev, tr = holdout["likelihood, evaluation instruction"], holdout["likelihood"]
+    return [
+        claim("plan.four_seeds", "Four seeds at {} prompts detect a gain of {} at 80% power", n_eval,
+              (t_critical(0.95, 3) + t_critical(0.6, 3)) * sd / math.sqrt(4)),
+        claim("plan.eval_judge", "it ranks the good answer above the corrupted one in {} of pairs (worst targeted "
+              "dimension {}), as the training judge does ({}, {})", ev["aggregate"], ev["worst_target"],
+              tr["aggregate"], tr["worst_target"]),
+    ]
+
+
 def all_claims(data: CompareData) -> list[Claim]:
     quote = quoting(data)
     return (setup_claims(data) + ema_claims(data) + results_claims(data) + kl_stability_claims(data)
             + dimension_claims(data) + hacking_claims(data, quote) + quoting_table_claims(data, quote)
-            + conclusion_claims(data) + sizing_claims(data))
+            + conclusion_claims(data) + sizing_claims(data) + second_run_plan_claims(data))
 
 
 def main(argv: list[str] | None = None) -> int:
