@@ -16,20 +16,27 @@ import torch
 from transformers import TrainerCallback
 
 from common import Shape, batch_prompts
+from work_counter import WorkCounter
 
 
 class _StepGate(TrainerCallback):
     def __init__(self) -> None:
         self.go = threading.Semaphore(0)
+        self.at_gate = threading.Event()
         self.done: queue.Queue = queue.Queue()
         self.t0 = self.c0 = 0.0
+        self.counter: WorkCounter | None = None
+        self.w0: dict[str, int] = {}
 
     def on_step_begin(self, args, state, control, **kw):
+        self.at_gate.set()
         self.go.acquire()
+        self.w0 = self.counter.snapshot()
         self.t0, self.c0 = time.perf_counter(), time.thread_time()
 
     def on_step_end(self, args, state, control, **kw):  # runs in the trainer's thread, like on_step_begin
-        self.done.put((time.perf_counter() - self.t0, time.thread_time() - self.c0))
+        wall, cpu = time.perf_counter() - self.t0, time.thread_time() - self.c0
+        self.done.put((wall, cpu, self.counter.since(self.w0)))
 
 
 def reward_function(judge: Any):
@@ -81,9 +88,14 @@ class TrlStep:
         self.trainer = Trainer(model=model, reward_funcs=reward_function(judge), args=Args(**args),
                                train_dataset=Dataset.from_dict({"prompt": rows}), processing_class=tokenizer,
                                callbacks=[self.gate], peft_config=peft)
+        self.gate.counter = self.counter = WorkCounter([self.trainer.model, self.trainer.ref_model])
         self.error: list[BaseException] = []
         self.thread = threading.Thread(target=self._train, args=(threads,), daemon=True)
         self.thread.start()
+        # Held until the trainer waits at its first step: a second trainer's Accelerator, built meanwhile, would
+        # reset the process-wide AcceleratorState under this one's train() set-up.
+        while not self.gate.at_gate.wait(0.1) and not self.error:
+            pass
 
     def _train(self, threads: int) -> None:
         torch.set_num_threads(threads)  # a thread's intra-op pool does not inherit the main thread's setting
@@ -92,13 +104,14 @@ class TrlStep:
         except BaseException as exc:  # handed to the main thread by __call__
             self.error.append(exc)
             self.gate.done.put(None)
+            self.gate.at_gate.set()
 
-    def __call__(self) -> dict[str, float]:
+    def __call__(self) -> dict[str, Any]:
         self.gate.go.release()
-        seconds = self.gate.done.get()
-        if seconds is None:
+        done = self.gate.done.get()
+        if done is None:
             raise RuntimeError("TRL trainer failed") from self.error[0]
-        return {"step": seconds[0], "step_cpu": seconds[1]}
+        return {"step": done[0], "step_cpu": done[1], "work": done[2]}
 
 
 def _model_and_tokenizer(shape: Shape, workdir: str) -> tuple[str, Any]:
