@@ -20,8 +20,8 @@ bundled prompts (after (a), not interleaved, not counted; its responses may end 
 
     python bench/peer.py                      # tiny: 10 rounds, in process and the Ray graph (~2 min)
     python bench/peer.py --models gemma-study # gemma-3-270m at the study's step (4 prompts x 4 x 24 tokens), 10
-                                              # rounds and a 4-step Ray graph run (~50 min on a quiet machine)
-    python bench/peer.py --models gemma       # gemma-3-270m, 2 prompts x 2 x 16 tokens, 10 rounds (~12 min)
+                                              # rounds and a 4-step Ray graph run (~40 min on a quiet machine)
+    python bench/peer.py --models gemma       # gemma-3-270m, 2 prompts x 2 x 16 tokens, 10 rounds (~8 min)
 """
 from __future__ import annotations
 
