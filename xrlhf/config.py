@@ -134,7 +134,10 @@ class HttpJudgeConfig(Strict):
     max_retries: int = Field(3, ge=0)
     backoff_s: float = Field(0.5, gt=0)  # retry waits are random in [0, backoff_s * 2^attempt], capped below
     max_backoff_s: float = Field(8.0, gt=0)
-    top_logprobs: int = Field(20, gt=0)
+    # Before its first request the judge waits this long for the server to answer GET /models (vLLM refuses
+    # connections while it loads the model, a minute or more), then checks that it serves `model`.
+    ready_timeout_s: float = Field(300.0, ge=0)
+    top_logprobs: int = Field(20, gt=0)  # vLLM's limit is its --max-logprobs, 20 by default
     concurrency: int = Field(8, gt=0)
 
 

@@ -289,13 +289,14 @@ class ModelServer(StubCompletionsServer):
     """/v1/completions on 127.0.0.1 computed by the tiny model (xrlhf/judge/completions.py), echo as vLLM serves it.
 
     echo=False plays a server that ignores the echo field (an OpenAI-style API without prompt log-probs);
-    chat_only answers /completions with 404."""
+    chat_only answers /completions with 404; spelled_offsets counts text_offset over the tokens' spellings, BOS
+    spelled "<bos>", as vLLM does (its offsets then run ahead of the echoed text)."""
 
-    def __init__(self, echo: bool = True, chat_only: bool = False) -> None:
+    def __init__(self, echo: bool = True, chat_only: bool = False, spelled_offsets: bool = False) -> None:
         from xrlhf.policy.models import build_tiny_model
 
         self.model, self.tokenizer = build_tiny_model()
-        self.echo, self.chat_only, self.bodies = echo, chat_only, []
+        self.echo, self.chat_only, self.spelled_offsets, self.bodies = echo, chat_only, spelled_offsets, []
         super().__init__()
 
     def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
@@ -308,6 +309,14 @@ class ModelServer(StubCompletionsServer):
             job = CompletionJob(body["prompt"], body.get("max_tokens", 16), body.get("temperature", 1.0),
                                 body.get("logprobs"), echo=self.echo and bool(body.get("echo")))
             choice = complete_batch(self.model, self.tokenizer, [job])[0]
+        if self.spelled_offsets and job.echo:
+            # a BOS first (the tiny tokenizer adds none); the generated token spelled as decoded ("<unk>"), which
+            # the echoed text leaves out as vLLM's leaves out a special token
+            lp, starts = choice["logprobs"], choice["logprobs"]["text_offset"]
+            spelled = [choice["text"][a:b] for a, b in zip(starts, starts[1:])] + lp["tokens"][-1:]
+            lp.update(tokens=["<bos>", *spelled], token_logprobs=[None, *lp["token_logprobs"]],
+                      top_logprobs=[None, *lp["top_logprobs"]])
+            lp["text_offset"] = [sum(len(t) for t in lp["tokens"][:k]) for k in range(len(lp["tokens"]))]
         return 200, json.dumps({"choices": [{"index": 0, **choice}]}).encode()
 
 
@@ -323,13 +332,15 @@ def _likelihood_cfg(url: str, **extra) -> JudgeConfig:
                        rationale=True, **extra)
 
 
-def test_likelihood_over_http_reads_echoed_prompt_logprobs_as_the_local_judge_does():
+@pytest.mark.parametrize("offsets", ["in the text", "spelled as vLLM"])
+def test_likelihood_over_http_reads_echoed_prompt_logprobs_as_the_local_judge_does(offsets):
     """A real server on 127.0.0.1 returning prompt log-probs (echo=true, logprobs=1): the HTTP judge's likelihood
-    scores are the local judge's on the same (tiny) model; guards and the empty answer as there; compare is
+    scores are the local judge's on the same (tiny) model, whether text_offset indexes the echoed text or counts
+    the tokens' spellings from "<bos>" as vLLM's does; guards and the empty answer as there; compare is
     order-free."""
     from xrlhf.judge.hf import HFJudge
 
-    srv = ModelServer()
+    srv = ModelServer(spelled_offsets=offsets == "spelled as vLLM")
     judge = HttpJudge(_likelihood_cfg(srv.url))
     try:
         remote = judge.score([p for p, _ in LIKELY], [r for _, r in LIKELY])
@@ -370,3 +381,56 @@ def test_likelihood_over_http_without_prompt_logprobs_is_a_clear_error(kind):
     finally:
         judge.close()
         srv.close()
+
+
+class VllmRefusals(StubCompletionsServer):
+    """Answers every completion as vLLM refuses a request it cannot serve: an unknown model (404 naming it), or
+    more top log-probs than its --max-logprobs (400)."""
+
+    def respond(self, path: str, body: dict, auth: str) -> tuple[int, bytes]:
+        if body["model"] != "gemma":
+            message, kind, param, code = f"The model `{body['model']}` does not exist.", "NotFoundError", "model", 404
+        else:
+            message = f"Requested sample logprobs of {body.get('logprobs')}, which is greater than max allowed: 5"
+            kind, param, code = "BadRequestError", "logprobs", 400
+        return code, json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+
+
+@pytest.mark.parametrize("mode", ["expected", "likelihood"])
+def test_a_model_the_server_does_not_serve_and_a_logprobs_limit_are_clear_errors(mode):
+    """What every request would hit alike stops the judge with ServerMismatch, naming the setting, never None
+    scores; a 404 naming the model is not taken for a chat-only server."""
+    from xrlhf.judge.openai_client import ServerMismatch
+
+    srv = VllmRefusals()
+    http = HttpJudgeConfig(base_url=srv.url, model="judge", max_retries=1, backoff_s=0.01, max_backoff_s=0.05)
+    cfg = JudgeConfig(backend="http", mode=mode, dimensions=DIMS, http=http, cache=False)
+    wrong_model, limited = HttpJudge(cfg), HttpJudge(cfg.model_copy(update={"http": http.model_copy(
+        update={"model": "gemma"})}))
+    try:
+        with pytest.raises(ServerMismatch, match="judge.http.model='judge' is not served"):
+            wrong_model.score(["What is 2+2?"], ["4"])
+        assert not wrong_model.client._chat
+        if mode == "expected":  # likelihood's echo asks logprobs=1, under any limit
+            with pytest.raises(ServerMismatch, match="judge.http.top_logprobs=20.*max allowed: 5"):
+                limited.score(["What is 2+2?"], ["4"])
+    finally:
+        wrong_model.close()
+        limited.close()
+        srv.close()
+
+
+def test_a_server_that_never_comes_up_is_a_clear_error_after_ready_timeout():
+    from xrlhf.judge.openai_client import ServerNotReady
+
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    http = HttpJudgeConfig(base_url=url, ready_timeout_s=1.0)
+    judge = HttpJudge(JudgeConfig(backend="http", dimensions=DIMS, http=http))
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ServerNotReady, match=rf"no judge server answered at {url} within "
+                                                 r"judge.http.ready_timeout_s=1 s \(last: ConnectError\)"):
+            judge.score(["q"], ["r"])
+    finally:
+        judge.close()
+    assert 1.0 <= time.perf_counter() - t0 < 10

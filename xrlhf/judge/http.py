@@ -13,7 +13,7 @@ from xrlhf.config import ConfigError, JudgeConfig
 from xrlhf.judge.base import Judgement, Verdict, judgement
 from xrlhf.judge import guards
 from xrlhf.judge.likelihood import LikelihoodMode, Tail, instruction_for, order_free, signal_for
-from xrlhf.judge.openai_client import CompletionClient, CompletionError, PromptLogprobsUnavailable
+from xrlhf.judge.openai_client import CompletionClient, CompletionError, ServerMismatch
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
                                   render_pairwise, truncate_response)
@@ -30,8 +30,10 @@ class HttpJudge:
     """Scores every (prompt, response, dimension) with one request to an OpenAI-compatible server.
 
     Prompts are rendered as the local HFJudge renders them; set judge.http.tokenizer to the served
-    model's tokenizer for identical truncation and prompt ending. A dimension whose request still
-    fails after judge.http.max_retries scores None, never 0, and score() does not raise for it.
+    model's tokenizer for identical truncation and prompt ending. The first call waits for the server
+    (judge.http.ready_timeout_s) and checks that it serves judge.http.model. A dimension whose request still
+    fails after judge.http.max_retries scores None, never 0, and score() does not raise for it; a server
+    that cannot answer as configured (ServerMismatch: the model, the logprobs limit, no echo) raises.
     """
 
     def __init__(self, cfg: JudgeConfig) -> None:
@@ -46,6 +48,7 @@ class HttpJudge:
         self._cache: dict[tuple, Verdict] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._ready = False
         self.instruction = instruction_for(cfg.likelihood_instruction)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
         self.likelihood = LikelihoodMode(self, self.signals)
@@ -58,6 +61,7 @@ class HttpJudge:
         """One Judgement per (prompt, response); failed dimensions are None and counted in `missing`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        self._wait_ready()
         fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
         if self.cfg.mode == "likelihood":
             return self._likelihood(prompts, responses, fired)
@@ -86,6 +90,7 @@ class HttpJudge:
             raise ValueError(f"{len(prompts)} prompts, {len(first)} first and {len(second)} second responses")
         if self.cfg.mode == "likelihood":  # from the two rewards, as HFJudge: order-free by construction
             return order_free(self, prompts, first, second)
+        self._wait_ready()
         jobs = [(p, x, y) for p, a, b in zip(prompts, first, second) for x, y in ((a, b), (b, a))]
         p_a = list(self._pool.map(lambda job: self._p_first_label(*job), jobs))
         out = [(ab, None if ba is None else 1.0 - ba) for ab, ba in zip(p_a[::2], p_a[1::2])]
@@ -107,6 +112,12 @@ class HttpJudge:
         """Stop the worker threads and close the connection pool."""
         self._pool.shutdown(wait=True)
         self.client.close()
+
+    def _wait_ready(self) -> None:
+        with self._lock:
+            if not self._ready:
+                self.client.wait_ready()
+                self._ready = True
 
     def _likelihood(self, prompts: list[str], responses: list[str],
                     fired: list[tuple[str, str] | None]) -> list[Judgement]:
@@ -142,7 +153,7 @@ class HttpJudge:
         try:
             echoed = self.client.prompt_logprobs(instruction + context + text)
             value = echoed.tail_after(start, start + len(text))
-        except PromptLogprobsUnavailable:
+        except ServerMismatch:
             raise
         except CompletionError as exc:
             log.debug("likelihood request failed for good: %s", exc)
@@ -181,6 +192,8 @@ class HttpJudge:
                 done = self.client.complete(text, 1, self.cfg.http.top_logprobs)
                 return Verdict(*expected_score(done.top_logprobs or {}, dim.lo, dim.hi))
             return Verdict(self._generated_score(text, dim), None)
+        except ServerMismatch:
+            raise
         except CompletionError as exc:
             log.debug("judge request for %s failed for good: %s", dim.name, exc)
             return Verdict(None, None)
@@ -200,6 +213,8 @@ class HttpJudge:
         """A one-line reason asked after the score, as HFJudge asks it; empty if that request fails."""
         try:
             done = self.client.complete(f"{text}{round(score)}\nReason:", RATIONALE_TOKENS)
+        except ServerMismatch:
+            raise
         except CompletionError as exc:
             log.debug("rationale request failed: %s", exc)
             return ""
@@ -211,6 +226,8 @@ class HttpJudge:
                                                self.labels), "A")
         try:
             done = self.client.complete(text, 1, self.cfg.http.top_logprobs)
+        except ServerMismatch:
+            raise
         except CompletionError as exc:
             log.debug("pairwise judge request failed for good: %s", exc)
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,19 @@ class CompletionError(RuntimeError):
     """A completion failed for good: retries ran out, or the server refused (e.g. 401) in a way retrying cannot fix."""
 
 
-class PromptLogprobsUnavailable(CompletionError):
-    """The server does not return the prompt's token log-probabilities (echo=true with logprobs): asking again
-    cannot help, so judge.mode=likelihood stops with this instead of scoring None."""
+class ServerMismatch(CompletionError):
+    """The server cannot answer this judge as configured (a model it does not serve, a logprobs limit below
+    judge.http.top_logprobs, no prompt log-probs): every request would fail alike, so the judge stops with this
+    instead of scoring None."""
+
+
+class PromptLogprobsUnavailable(ServerMismatch):
+    """The server does not return the prompt's token log-probabilities (echo=true with logprobs), which
+    judge.mode=likelihood needs."""
+
+
+class ServerNotReady(CompletionError):
+    """No server answered at judge.http.base_url within judge.http.ready_timeout_s."""
 
 
 class RetryableError(RuntimeError):
@@ -88,6 +99,36 @@ class CompletionClient:
         """One completion; raises CompletionError (key redacted) once retries are spent."""
         return self._retrying(self._complete_once, prompt, max_tokens, top_logprobs, temperature)
 
+    def wait_ready(self) -> None:
+        """Block until the server answers GET /models (a vLLM server refuses connections while it loads), at most
+        judge.http.ready_timeout_s; then check that it serves judge.http.model. A server without a model list
+        (404, 501) or one that refuses the key is left to the requests to find out."""
+        deadline = time.monotonic() + self.http.ready_timeout_s
+        while True:
+            try:
+                response = self._client.get("/models", timeout=min(self.http.timeout_s, 10.0))
+                if response.status_code not in (502, 503, 504):
+                    break
+                why = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                why = type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise ServerNotReady(f"no judge server answered at {self.http.base_url} within "
+                                     f"judge.http.ready_timeout_s={self.http.ready_timeout_s:g} s (last: {why}); "
+                                     f"start it, or raise the limit for a server that takes longer to load")
+            time.sleep(1.0)
+        if response.status_code != 200:
+            log.debug("GET %s/models answered %d; the model name is not checked", self.http.base_url,
+                      response.status_code)
+            return
+        try:
+            served = [m["id"] for m in response.json()["data"]]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            log.debug("GET %s/models gave no model list (%s); the model name is not checked", self.http.base_url, exc)
+            return
+        if self.http.model not in served:
+            raise self._unknown_model(served)
+
     def prompt_logprobs(self, prompt: str) -> PromptLogprobs:
         """The prompt's token logprobs from /completions with echo=true, logprobs=1, max_tokens=1 (vLLM serves
         them); raises PromptLogprobsUnavailable, naming the server, where it does not return them."""
@@ -100,8 +141,8 @@ class CompletionClient:
                             before_sleep=self._before_retry, reraise=True)
         try:
             return retrying(fn, *args)
-        except PromptLogprobsUnavailable as exc:
-            raise PromptLogprobsUnavailable(self.redact(str(exc))) from None
+        except ServerMismatch as exc:
+            raise type(exc)(self.redact(str(exc))) from None
         except (httpx.HTTPError, RetryableError, CompletionError) as exc:
             raise CompletionError(self.redact(f"{type(exc).__name__}: {exc}")) from None
 
@@ -110,6 +151,7 @@ class CompletionClient:
                 "temperature": 0.0}
         response = self._client.post("/completions", json=body)
         where = f"{self.http.base_url}/completions"
+        self._check_model(response)
         if response.status_code in (400, 404, 422):
             raise PromptLogprobsUnavailable(
                 f"judge.mode=likelihood needs the prompt's token log-probabilities, and {where} refused the request "
@@ -125,6 +167,11 @@ class CompletionClient:
                                  f"{self._snippet(response)!r}") from None
         offsets = (logprobs or {}).get("text_offset") or []
         lps = (logprobs or {}).get("token_logprobs") or []
+        # vLLM counts each offset over the tokens' own spellings, which open with a "<bos>" that the echoed text
+        # does not: its offsets run ahead of the text by the length of what the tokens spell before the prompt.
+        lead = "".join(t for t in (logprobs or {}).get("tokens") or [] if isinstance(t, str)).find(prompt)
+        if lead > 0:
+            offsets = [at - lead for at in offsets]
         echoed = isinstance(text, str) and text.startswith(prompt)
         if not echoed or len(offsets) != len(lps) or not any(0 < at < len(prompt) for at in offsets):
             got = "no logprobs" if not logprobs else "the prompt not echoed" if not echoed else \
@@ -161,6 +208,11 @@ class CompletionClient:
         path, body = _chat_request(prompt, top_logprobs) if chat else _completions_request(prompt, top_logprobs)
         body.update(model=self.http.model, max_tokens=max_tokens, temperature=temperature)
         response = self._client.post(path, json=body)
+        self._check_model(response)
+        if response.status_code == 400 and top_logprobs and "logprobs" in response.text:
+            raise ServerMismatch(f"{self.http.base_url}{path} refused judge.http.top_logprobs={top_logprobs}: "
+                                 f"{self._snippet(response)!r}; lower judge.http.top_logprobs to the server's limit "
+                                 f"(vLLM: vllm serve --max-logprobs, 20 by default)")
         if response.status_code == 404 and not chat:
             log.warning("%s/completions answered 404; using /chat/completions from now on", self.http.base_url)
             self._chat = True
@@ -172,6 +224,22 @@ class CompletionClient:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise RetryableError(f"unusable response body ({type(exc).__name__}: {exc}): "
                                  f"{self._snippet(response)!r}") from None
+
+    def _check_model(self, response: httpx.Response) -> None:
+        """A 404 that names judge.http.model is a model the server does not serve (vLLM: "The model `x` does not
+        exist"), not a missing endpoint: say so, with the served models, rather than try /chat/completions."""
+        if response.status_code == 404 and self.http.model in response.text and "model" in response.text.lower():
+            raise self._unknown_model(None)
+
+    def _unknown_model(self, served: list[str] | None) -> ServerMismatch:
+        if served is None:
+            try:
+                served = [m["id"] for m in self._client.get("/models").json()["data"]]
+            except (httpx.HTTPError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                served = []
+        return ServerMismatch(f"judge.http.model={self.http.model!r} is not served at {self.http.base_url}: it "
+                              f"serves {served or 'no model it lists'}; set judge.http.model to the served name "
+                              f"(vllm serve --served-model-name)")
 
     def _check_status(self, response: httpx.Response) -> None:
         code = response.status_code
