@@ -328,3 +328,20 @@ def test_demonstrations_are_scored_on_the_rubric_and_absent_by_default():
         JudgeConfig(mode="expected", demonstrations=True, template="{prompt} {response} {dimension} {definition}")
     assert JudgeConfig(mode="expected", demonstrations=True, template="{demonstrations}{prompt} {response} "
                                                                       "{dimension} {definition}").demonstrations
+
+
+def test_a_judgement_without_any_model_read_dimension_has_no_reward():
+    """A judge whose model failed keeps only its text measures: no reward from them alone (reweight would give
+    one), while one model-read score is enough, and a guard's worst scores count as scored."""
+    from xrlhf.judge.base import Verdict, judgement
+
+    r = rubric("weighted", "reweight")
+    model_read = frozenset({"a", "b"})
+    text_only = [Verdict(None, None), Verdict(None, None), Verdict(1.0, 1.0), Verdict(2.0, 1.0)]
+    assert judgement(r, text_only).reward is not None  # without model_read: reweighted over c and d
+    blind = judgement(r, text_only, model_read=model_read)
+    assert blind.reward is None and blind.missing == 2 and blind.scores["d"] == 2.0
+    one = [Verdict(3.0, 1.0)] + text_only[1:]
+    assert judgement(r, one, model_read=model_read).reward is not None
+    guarded = judgement(r, text_only, ("empty", "empty response"), model_read=model_read)
+    assert guarded.reward is not None and guarded.missing == 0

@@ -31,9 +31,14 @@ class Verdict:
     rationale: str = ""
 
 
-def judgement(rubric: Rubric, verdicts: list[Verdict], fired: tuple[str, str] | None = None) -> Judgement:
+def judgement(rubric: Rubric, verdicts: list[Verdict], fired: tuple[str, str] | None = None,
+              model_read: frozenset[str] = frozenset()) -> Judgement:
     """The Judgement of one sample from its verdicts in rubric order; a fired guard (guards.check) replaces the
-    verdicts of the dimensions it concerns with their worst score and says why, whatever backend scored them."""
+    verdicts of the dimensions it concerns with their worst score and says why, whatever backend scored them.
+
+    `model_read` names the dimensions the judge model scores (likelihood mode's text measures do not): when every
+    one of them is missing, the sample has no reward (None, a failed judgement the controller counts), however
+    missing_policy would reweight, so a dead judge server cannot leave a reward made of word counts alone."""
     if fired is not None:
         kind, reason = fired
         hit = {d.name for d in guards.concerned(kind, rubric.dimensions)}
@@ -42,9 +47,11 @@ def judgement(rubric: Rubric, verdicts: list[Verdict], fired: tuple[str, str] | 
     names = rubric.names
     scores = {n: v.score for n, v in zip(names, verdicts)}
     normalised = rubric.normalise_all(scores)
+    blind = bool(model_read) and all(scores.get(n) is None for n in model_read)
     return Judgement(scores=scores, normalised=normalised, confidence={n: v.confidence for n, v in zip(names, verdicts)},
                      rationale={n: v.rationale for n, v in zip(names, verdicts) if v.rationale},
-                     reward=rubric.aggregate(normalised), missing=sum(v.score is None for v in verdicts))
+                     reward=None if blind else rubric.aggregate(normalised),
+                     missing=sum(v.score is None for v in verdicts))
 
 
 class Judge(Protocol):

@@ -59,6 +59,8 @@ class HFJudge:
         self._pair_head = self._fixed_prefix(lambda p: render_pairwise(p, "", "", "", self.labels), "A")
         self.instruction = instruction_for(cfg.likelihood_instruction)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
+        # the dimensions a failed model leaves without a score (judgement: none of them scored, no reward)
+        self.model_read = frozenset(n for n, s in self.signals.items() if s.reads_model or cfg.mode != "likelihood")
         self.likelihood = LikelihoodMode(LocalLogprobs(self.model, self.tokenizer, cfg.batch_size), self.signals)
 
     def _fixed_prefix(self, render: Any, answer: str) -> PrefixCache:
@@ -91,7 +93,8 @@ class HFJudge:
         for k, verdict in fresh.items():
             self._remember(k, verdict)
         unscored = Verdict(None, None)  # only where a guard replaces it in judgement()
-        return [judgement(self.rubric, [known.get(k) or fresh.get(k, unscored) for k in row], f)
+        return [judgement(self.rubric, [known.get(k) or fresh.get(k, unscored) for k in row], f,
+                          self.model_read)
                 for row, f in zip(keys, fired)]
 
     def _key(self, prompt: str, response: str, dim: Dimension) -> tuple:

@@ -51,6 +51,8 @@ class HttpJudge:
         self._ready = False
         self.instruction = instruction_for(cfg.likelihood_instruction)
         self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
+        # the dimensions a failed model leaves without a score (judgement: none of them scored, no reward)
+        self.model_read = frozenset(n for n, s in self.signals.items() if s.reads_model or cfg.mode != "likelihood")
         self.likelihood = LikelihoodMode(self, self.signals)
 
     def __repr__(self) -> str:
@@ -71,7 +73,8 @@ class HttpJudge:
         done = dict(zip(jobs, self._pool.map(lambda job: self._verdict(prompts[job[0]], responses[job[0]], job[1]),
                                              jobs)))
         unscored = Verdict(None, None)  # only where the guard replaces it
-        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f)
+        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f,
+                         self.model_read)
                for i, f in enumerate(fired)]
         self._note_failures(sum(j.missing for j in out), len(jobs), "dimension scores")
         return out
@@ -129,7 +132,8 @@ class HttpJudge:
                   self.cfg.dimensions[d.name].instruction or self.instruction, d) for i, d in jobs]
         done = dict(zip(jobs, self.likelihood.verdicts(items, self.cfg.rationale)))
         unscored = Verdict(None, None)  # only where the guard replaces it
-        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f)
+        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f,
+                         self.model_read)
                for i, f in enumerate(fired)]
         self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
         return out
