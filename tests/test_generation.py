@@ -292,3 +292,19 @@ def test_a_stop_text_spelled_over_several_gemma_tokens_ends_the_response_at_its_
         assert not any(s in tok.decode(kept[:-1]) for s in stops) and not any(s in text for s in stops)
         stopped += any(s in tok.decode(kept) for s in stops)
     assert stopped >= 1 and exp.lengths() != [48] * len(exp.responses)
+
+
+def test_held_out_evaluation_answers_stop_where_training_samples_stop():
+    """xrlhf eval / compare's greedy answers read rollout.stop as the rollout actor does: the same texts, cut at
+    the same token (a study whose training samples stop at a blank line must be evaluated on answers that do)."""
+    from xrlhf.config import load_config
+    from xrlhf.evaluate import _generate
+
+    stops = [":"]  # the random tiny model's greedy answers are runs of ':'
+    cfg = load_config("configs/tiny.yaml", ["rollout.stop=[':']", "eval.max_new_tokens=12"])
+    model, tok = build_tiny_model()
+    texts, lengths = _generate(model, tok, PROMPTS, cfg)
+    want = sample(model, tok, PROMPTS, 1, 12, temperature=cfg.eval.temperature, seed=cfg.seed, stop=stops)
+    assert texts == want.responses and lengths == want.lengths()
+    free = sample(model, tok, PROMPTS, 1, 12, temperature=cfg.eval.temperature, seed=cfg.seed)
+    assert free.lengths() == [12] * 3 and lengths == [1] * 3 and texts == [""] * 3

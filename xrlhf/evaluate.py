@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def _generate(model: Any, tok: Any, prompts: list[str], cfg: Config) -> tuple[list[str], list[int]]:
     exp = sample(model, tok, prompts, 1, cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
-                 seed=cfg.seed, max_prompt_tokens=cfg.data.max_prompt_tokens, tune_linears=cfg.model.tune_linears)
+                 seed=cfg.seed, max_prompt_tokens=cfg.data.max_prompt_tokens, tune_linears=cfg.model.tune_linears,
+                 stop=cfg.rollout.stop)  # held-out answers end where training samples end
     return exp.responses, exp.lengths()
 
 
