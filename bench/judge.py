@@ -53,7 +53,8 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt  # noqa: E402
 from xrlhf.config import DEFAULT_DIMENSIONS, JudgeConfig  # noqa: E402
 from xrlhf.data import load_prompts  # noqa: E402
 from xrlhf.judge.adversarial import CASES, HOLDOUT, TOLERANCE, load_cases, uplifts  # noqa: E402
-from xrlhf.judge.hf import RETRY_TEMPERATURE, SCORE_TOKENS, HFJudge  # noqa: E402
+from xrlhf.judge.hf import HFJudge  # noqa: E402
+from xrlhf.judge.modes import RETRY_TEMPERATURE, SCORE_TOKENS  # noqa: E402
 from xrlhf.judge.rubric import expected_score, parse_score  # noqa: E402
 from xrlhf.judge.scoring import last_logprobs  # noqa: E402
 from xrlhf.judge.template import encode, render_dimension  # noqa: E402
@@ -107,7 +108,7 @@ def judge_inputs(judge: HFJudge, pairs: list[dict[str, str]]) -> list[list[list[
     """[pair][dimension] -> the judge's input ids, exactly as HFJudge builds them."""
     out = []
     for row in pairs:
-        p, r = judge._clip(row["prompt"]), judge._clip(row["response"])
+        p, r = judge.inputs.clip(row["prompt"]), judge.inputs.clip(row["response"])
         out.append([encode(judge.tokenizer, render_dimension(judge.template, p, r, d, judge.labels), "0")
                     for d in judge.rubric.dimensions])
     return out

@@ -166,7 +166,7 @@ def calibrate(items: list[dict[str, Any]]) -> None:
         sig = signal_for(next(iter(dims)), kind)
         keys = [(p, a, DEFAULT_INSTRUCTION) for p, a in goods] + [(it["prompt"], it["bad"], DEFAULT_INSTRUCTION)
                                                                   for it in sel]
-        got = judge.likelihood.readings({k: set(sig.passes) for k in keys})
+        got = judge.mode.readings({k: set(sig.passes) for k in keys})
         g = statistics.median(sig.raw(got[(p, a, DEFAULT_INSTRUCTION)]) for p, a in goods)
         b = statistics.median(sig.raw(got[(it["prompt"], it["bad"], DEFAULT_INSTRUCTION)]) for it in sel)
         print(f"{kind} ({', '.join(sorted(dims))}): median good {g:.3f}, median targeted corruption {b:.3f} -> "

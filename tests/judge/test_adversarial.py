@@ -62,7 +62,7 @@ def test_injections_do_not_raise_the_score():
     assert judge.stats()["failures"] == 0
     for c in cases:  # the long cases: the response is cut before any model reads it
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
-            assert "more tokens not shown" in judge._clip(c["injected"])
+            assert "more tokens not shown" in judge.inputs.clip(c["injected"])
     _write_and_check(rows, judge, start, bound="reward_uplift", tolerance=REWARD_TOLERANCE)
 
 
@@ -77,7 +77,7 @@ def test_injections_do_not_raise_the_expected_mode_score():
         dim = c["dimension"]
         if len(judge.tokenizer(c["injected"], add_special_tokens=False)["input_ids"]) > MAX_RESPONSE_TOKENS:
             d = next(x for x in judge.rubric.dimensions if x.name == dim)
-            ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge._clip(c["injected"]),
+            ids = encode(judge.tokenizer, render_dimension(judge.template, c["prompt"], judge.inputs.clip(c["injected"]),
                                                            d, judge.labels, judge.rubric.dimensions), "0")
             text = judge.tokenizer.decode(ids, skip_special_tokens=True)
             head = text.split("<<<USER_PROMPT>>>", 1)[0]

@@ -265,6 +265,33 @@ def test_http_scores_agree_with_the_local_judge(served, mode):
 
 
 @pytest.mark.slow
+def test_one_expected_mode_over_the_local_model_and_over_serve_judge(served):
+    """The two backends share one mode implementation: each builds modes.ExpectedMode over its own source (the local
+    model's, serve-judge's), and the one class, asked the same items over either source, gives the same scores and
+    confidences and a rationale from each source's continuations."""
+    from xrlhf.judge.hf import HFJudge
+    from xrlhf.judge.modes import ExpectedMode
+
+    cfg, url = served
+    http = HttpJudgeConfig(base_url=url, api_key_env=TOKEN_ENV, tokenizer="packaged", timeout_s=120, max_retries=1)
+    local_cfg = cfg.judge.model_copy(update={"mode": "expected"})
+    local, remote = HFJudge(local_cfg, "packaged", None), HttpJudge(local_cfg.model_copy(update={"backend": "http",
+                                                                                                 "http": http}))
+    try:
+        assert type(local.mode) is type(remote.mode) is ExpectedMode
+        remote.client.wait_ready()
+        items = [(local.inputs.clip(p), local.inputs.clip(r), d) for p, r in REAL_PAIRS[:2]
+                 for d in local.rubric.dimensions]
+        over_http = ExpectedMode(local.inputs, remote.source, remote.source).verdicts(items, rationale=True)
+        over_local = ExpectedMode(local.inputs, local.mode.scores, local.mode.generation).verdicts(items, rationale=True)
+    finally:
+        remote.close()
+    for h, lo in zip(over_http, over_local):
+        assert h.score == pytest.approx(lo.score, abs=0.05) and h.confidence == pytest.approx(lo.confidence, abs=0.05)
+        assert h.rationale and lo.rationale
+
+
+@pytest.mark.slow
 def test_serve_judge_under_bounded_load(served):
     _, url = served
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -363,6 +390,40 @@ def test_likelihood_over_http_reads_echoed_prompt_logprobs_as_the_local_judge_do
         assert all(x is not None and x + y == pytest.approx(1.0) for x, y in zip(ab, ba)) and ab[0] != 0.5
     finally:
         judge.close()
+        srv.close()
+
+
+def test_the_local_model_and_a_server_of_it_are_one_source_to_the_modes():
+    """Expected and generate mode are one class each over a source: the local tiny model's (hf.LocalJudgeModel) and
+    a real server's of the same model (http.ServerSource) give the same score-digit log-probs up to each input's
+    constant (the local one normalises over the digits; expected_score renormalises) where the server's top 20 has
+    them, and the same greedy continuations, and both judges build the same mode classes."""
+    from xrlhf.judge.hf import HFJudge
+    from xrlhf.judge.modes import ExpectedMode, GenerateMode
+
+    srv = ModelServer()
+    local_cfg = JudgeConfig(model="tiny", mode="expected", cache=False, guards=False, dimensions=DIMS)
+    http = HttpJudgeConfig(base_url=srv.url, model="tiny", tokenizer="tiny", timeout_s=30, max_retries=0)
+    local = HFJudge(local_cfg, "tiny")
+    remote = HttpJudge(local_cfg.model_copy(update={"backend": "http", "http": http}))
+    try:
+        for mode, cls in (("expected", ExpectedMode), ("generate", GenerateMode)):
+            both = [HFJudge(local_cfg.model_copy(update={"mode": mode}), "tiny"),
+                    HttpJudge(local_cfg.model_copy(update={"backend": "http", "http": http, "mode": mode}))]
+            assert [type(j.mode) for j in both] == [cls, cls]
+            both[1].close()
+        texts = [local.inputs.render(p, r, d) for p, r in PAIRS[:2] for d in local.rubric.dimensions]
+        near = [lp for group in local.mode.scores.next_token_logprobs([texts]) for lp in group]
+        far = [lp for group in remote.source.next_token_logprobs([texts]) for lp in group]
+        for lo, h in zip(near, far):
+            shared = sorted(set(lo) & set(h))
+            assert len(shared) > 1
+            assert [h[t] - h[shared[0]] for t in shared] == pytest.approx([lo[t] - lo[shared[0]] for t in shared],
+                                                                          abs=1e-3)
+        requests = [(t, "") for t in texts] + [(texts[0], "3\nReason:")]
+        assert remote.source.continuations(requests, 6, 0.0) == local.mode.generation.continuations(requests, 6, 0.0)
+    finally:
+        remote.close()
         srv.close()
 
 

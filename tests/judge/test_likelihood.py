@@ -142,14 +142,14 @@ def test_a_dimension_asks_only_the_passes_its_signal_reads():
     judge = HFJudge(JudgeConfig(model="tiny", cache=False, guards=False, dimensions={
         "correctness": {"definition": "x", "signal": "fit"}}), "tiny")
     asked = []
-    real = judge.likelihood.source.tails
-    judge.likelihood.source.tails = lambda requests: asked.extend(requests) or real(requests)
+    real = judge.mode.source.tails
+    judge.mode.source.tails = lambda requests: asked.extend(requests) or real(requests)
     judge.score(["Q one?", "Q two?"], ["An answer.", "Another answer."])
     assert [c for _, c, _ in asked] == [with_question("Q one?"), with_question("Q two?")]
     text_only = HFJudge(JudgeConfig(model="tiny", cache=False, dimensions={
         "verbosity": {"definition": "x", "signal": "length"}, "complexity": {"definition": "y", "signal": "level"}}),
         "tiny")
-    text_only.likelihood.source.tails = lambda requests: pytest.fail("a text measure asked the model")
+    text_only.mode.source.tails = lambda requests: pytest.fail("a text measure asked the model")
     plain = "The capital of Australia is Canberra, a city built as a compromise between two others."
     assert text_only.score(["Q?"], [plain])[0].reward == 1.0
 

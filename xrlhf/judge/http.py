@@ -9,21 +9,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xrlhf.config import ConfigError, JudgeConfig
-from xrlhf.judge.base import Judgement, Verdict, judgement
-from xrlhf.judge import guards
-from xrlhf.judge.likelihood import LikelihoodMode, Tail, instruction_for, order_free, signal_for
+from xrlhf.config import ConfigError, HttpJudgeConfig, JudgeConfig
+from xrlhf.judge.base import Judgement
+from xrlhf.judge.likelihood import Tail, order_free
+from xrlhf.judge.modes import Count, JudgeInputs, Scorer, VerdictCache, build_mode
 from xrlhf.judge.openai_client import CompletionClient, CompletionError, ServerMismatch
-from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
-from xrlhf.judge.template import (answer_prefix, resolve_template, render_demonstrations, render_dimension,
-                                  render_pairwise, truncate_response)
+from xrlhf.judge.rubric import Rubric
+from xrlhf.judge.template import answer_prefix, render_demonstrations, render_pairwise, resolve_template
 
 log = logging.getLogger(__name__)
-
-# The same budgets as HFJudge, so the two backends ask the same questions.
-SCORE_TOKENS = 4
-RETRY_TEMPERATURE = 0.7
-RATIONALE_TOKENS = 48
 
 
 class HttpJudge:
@@ -43,40 +37,31 @@ class HttpJudge:
         self.template = resolve_template(cfg.template)
         self.demonstrations = render_demonstrations(self.rubric.dimensions) if cfg.demonstrations else ""
         self.tokenizer = _load_tokenizer(cfg.http.tokenizer) if cfg.http.tokenizer else None
+        self.inputs = JudgeInputs(self.template, self.labels, self.rubric.dimensions, self.demonstrations,
+                                  self.tokenizer, cfg.max_response_tokens)
         self.client = CompletionClient(cfg.http, _api_key(cfg.http.api_key_env))
         self._pool = ThreadPoolExecutor(cfg.http.concurrency, thread_name_prefix="http-judge")
-        self._cache: dict[tuple, Verdict] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._ready = False
-        self.instruction = instruction_for(cfg.likelihood_instruction)
-        self.signals = {d.name: signal_for(d.name, cfg.dimensions[d.name].signal) for d in self.rubric.dimensions}
-        # the dimensions a failed model leaves without a score (judgement: none of them scored, no reward)
-        self.model_read = frozenset(n for n, s in self.signals.items() if s.reads_model or cfg.mode != "likelihood")
-        self.likelihood = LikelihoodMode(self, self.signals)
+        self.source = ServerSource(cfg.http, self.client, self._pool, self.tokenizer, cfg.cache, self._count)
+        self.mode = build_mode(cfg, self.inputs, self.source, self._count)
+        # likelihood mode caches and counts the tails it asks the server for (ServerSource.tails), not verdicts
+        cache = None if cfg.mode == "likelihood" else VerdictCache(cfg.cache)
+        self.scorer = Scorer(cfg, self.rubric, self.inputs, self.mode, cfg.http.model, cache, self._count)
 
     def __repr__(self) -> str:
         return (f"HttpJudge(base_url={self.cfg.http.base_url!r}, model={self.cfg.http.model!r}, "
                 f"mode={self.cfg.mode!r}, dimensions={list(self.labels)})")
 
     def score(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
-        """One Judgement per (prompt, response); failed dimensions are None and counted in `missing`."""
+        """One Judgement per (prompt, response); failed dimensions are None and counted in `missing`. Likelihood
+        mode raises PromptLogprobsUnavailable where the server does not echo prompt log-probs."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         self._wait_ready()
-        fired = [guards.check(p, r) if self.cfg.guards else None for p, r in zip(prompts, responses)]
-        if self.cfg.mode == "likelihood":
-            return self._likelihood(prompts, responses, fired)
-        # one request per dimension a guard does not decide; the guard's verdicts come from judgement()
-        jobs = [(i, d) for i, f in enumerate(fired) for d in self.rubric.dimensions
-                if d.name not in guards.spared(f, self.rubric.dimensions)]
-        done = dict(zip(jobs, self._pool.map(lambda job: self._verdict(prompts[job[0]], responses[job[0]], job[1]),
-                                             jobs)))
-        unscored = Verdict(None, None)  # only where the guard replaces it
-        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f,
-                         self.model_read)
-               for i, f in enumerate(fired)]
-        self._note_failures(sum(j.missing for j in out), len(jobs), "dimension scores")
+        out = self.scorer.score(prompts, responses)
+        self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
         return out
 
     def compare(self, prompts: list[str], first: list[str], second: list[str]) -> list[float | None]:
@@ -122,112 +107,10 @@ class HttpJudge:
                 self.client.wait_ready()
                 self._ready = True
 
-    def _likelihood(self, prompts: list[str], responses: list[str],
-                    fired: list[tuple[str, str] | None]) -> list[Judgement]:
-        """Likelihood mode as HFJudge scores it (xrlhf/judge/likelihood.py), each tail's token log-probs from the
-        server's echoed prompt. Raises PromptLogprobsUnavailable where the server does not echo them."""
-        jobs = [(i, d) for i, f in enumerate(fired) for d in self.rubric.dimensions
-                if d.name not in guards.spared(f, self.rubric.dimensions)]
-        items = [(self._clip(prompts[i]), self._clip(responses[i]),
-                  self.cfg.dimensions[d.name].instruction or self.instruction, d) for i, d in jobs]
-        done = dict(zip(jobs, self.likelihood.verdicts(items, self.cfg.rationale)))
-        unscored = Verdict(None, None)  # only where the guard replaces it
-        out = [judgement(self.rubric, [done.get((i, d), unscored) for d in self.rubric.dimensions], f,
-                         self.model_read)
-               for i, f in enumerate(fired)]
-        self._note_failures(sum(j.missing for j in out), len(out) * len(self.labels), "dimension scores")
-        return out
-
-    def tails(self, requests: list[tuple[str, str, str]]) -> list[Tail | None]:
-        """LogprobSource: each distinct tail asked once, concurrently (judge.http.concurrency)."""
-        distinct = list(dict.fromkeys(requests))
-        got = dict(zip(distinct, self._pool.map(lambda r: self._tail(*r), distinct)))
-        return [got[r] for r in requests]
-
-    def _tail(self, instruction: str, context: str, text: str) -> Tail | None:
-        """The tokens of `text` after instruction + context, from the server's echo; None once retries are spent."""
-        key = ("likelihood", self.cfg.http.model, instruction, context, text)
-        with self._lock:
-            cached = self._cache.get(key) if self.cfg.cache else None
-        if cached is not None:
-            self._count("cache_hits")
-            return cached  # type: ignore[return-value]
-        self._count("requests")
-        start = len(instruction + context)
-        try:
-            echoed = self.client.prompt_logprobs(instruction + context + text)
-            value = echoed.tail_after(start, start + len(text))
-        except ServerMismatch:
-            raise
-        except CompletionError as exc:
-            log.debug("likelihood request failed for good: %s", exc)
-            self._count("failures")
-            return None
-        if self.cfg.cache:
-            with self._lock:
-                self._cache[key] = value  # type: ignore[assignment]
-        return value
-
-    def _verdict(self, prompt: str, response: str, dim: Dimension) -> Verdict:
-        # Everything that decides a verdict, as in HFJudge's key; the served model stands for the model.
-        key = (prompt, response, dim, self.cfg.http.model, self.template, self.demonstrations, self.cfg.mode,
-               self.cfg.max_response_tokens, self.cfg.rationale)
-        with self._lock:
-            cached = self._cache.get(key) if self.cfg.cache else None
-        if cached is not None:
-            self._count("cache_hits")
-            return cached
-        self._count("requests")
-        text = self._sent_text(render_dimension(self.template, self._clip(prompt), self._clip(response), dim,
-                                                self.labels, self.rubric.dimensions, self.demonstrations), "0")
-        verdict = self._ask(text, dim)
-        if self.cfg.rationale and verdict.score is not None:
-            verdict = Verdict(verdict.score, verdict.confidence, self._rationale(text, verdict.score))
-        if verdict.score is None:
-            self._count("failures")
-        elif self.cfg.cache:  # a failure is asked again next time, not remembered
-            with self._lock:
-                self._cache[key] = verdict
-        return verdict
-
-    def _ask(self, text: str, dim: Dimension) -> Verdict:
-        try:
-            if self.cfg.mode == "expected":
-                done = self.client.complete(text, 1, self.cfg.http.top_logprobs)
-                return Verdict(*expected_score(done.top_logprobs or {}, dim.lo, dim.hi))
-            return Verdict(self._generated_score(text, dim), None)
-        except ServerMismatch:
-            raise
-        except CompletionError as exc:
-            log.debug("judge request for %s failed for good: %s", dim.name, exc)
-            return Verdict(None, None)
-
-    def _generated_score(self, text: str, dim: Dimension) -> float | None:
-        """Greedy first; an unparseable answer is sampled again up to judge.generate_retries times."""
-        for attempt in range(1 + self.cfg.generate_retries):
-            if attempt:
-                self._count("retries")
-            done = self.client.complete(text, SCORE_TOKENS, temperature=RETRY_TEMPERATURE if attempt else 0.0)
-            value = parse_score(done.text, dim.lo, dim.hi)
-            if value is not None:
-                return float(value)
-        return None
-
-    def _rationale(self, text: str, score: float) -> str:
-        """A one-line reason asked after the score, as HFJudge asks it; empty if that request fails."""
-        try:
-            done = self.client.complete(f"{text}{round(score)}\nReason:", RATIONALE_TOKENS)
-        except ServerMismatch:
-            raise
-        except CompletionError as exc:
-            log.debug("rationale request failed: %s", exc)
-            return ""
-        return done.text.strip().split("\n")[0]
-
     def _p_first_label(self, prompt: str, a: str, b: str) -> float | None:
         criteria = "; ".join(f"{d.name} ({d.definition})" for d in self.rubric.dimensions)
-        text = self._sent_text(render_pairwise(self._clip(prompt), self._clip(a), self._clip(b), criteria,
-                                               self.labels), "A")
+        clip = self.inputs.clip
+        text = self.source.sent_text(render_pairwise(clip(prompt), clip(a), clip(b), criteria, self.labels), "A")
         try:
             done = self.client.complete(text, 1, self.cfg.http.top_logprobs)
         except ServerMismatch:
@@ -237,15 +120,7 @@ class HttpJudge:
             return None
         return pairwise_probability(done.top_logprobs or {})
 
-    def _clip(self, text: str) -> str:
-        if self.tokenizer is None:
-            return text
-        return truncate_response(self.tokenizer, text, self.cfg.max_response_tokens)
-
-    def _sent_text(self, text: str, answer: str) -> str:
-        return encode_text(self.tokenizer, text, answer) if self.tokenizer is not None else text
-
-    def _count(self, name: str, n: int = 1) -> None:
+    def _count(self, name: str, n: int) -> None:
         with self._lock:
             self._counts[name] += n
 
@@ -253,6 +128,83 @@ class HttpJudge:
         if failed:
             log.warning("http judge %s: %d of %d %s failed (left as None, not 0)", self.cfg.http.base_url,
                         failed, total, what)
+
+
+class ServerSource:
+    """Every source a mode asks of the served judge model (modes.ModelSource), each request sent concurrently
+    (judge.http.concurrency): tails from the server's echoed prompt log-probs, the first answer token's top
+    log-probs, completions. A request that still fails after judge.http.max_retries gives None; a server that
+    cannot answer as configured (ServerMismatch) raises."""
+
+    def __init__(self, http: HttpJudgeConfig, client: CompletionClient, pool: ThreadPoolExecutor, tokenizer: Any,
+                 cache: bool, count: Count) -> None:
+        self.http, self.client, self.pool, self.tokenizer, self.count = http, client, pool, tokenizer, count
+        self._tails: dict[tuple[str, str, str], Tail] | None = {} if cache else None
+        self._lock = threading.Lock()
+
+    def sent_text(self, text: str, answer: str) -> str:
+        """The text sent for a rendered judge input: as the local judge encodes it, given the served tokenizer."""
+        return encode_text(self.tokenizer, text, answer) if self.tokenizer is not None else text
+
+    def tails(self, requests: list[tuple[str, str, str]]) -> list[Tail | None]:
+        """Each distinct tail asked once; the tails already asked come from the cache (judge.cache)."""
+        distinct = list(dict.fromkeys(requests))
+        got = dict(zip(distinct, self.pool.map(lambda r: self._tail(*r), distinct)))
+        return [got[r] for r in requests]
+
+    def next_token_logprobs(self, groups: list[list[str]]) -> list[list[dict[str, float] | None]]:
+        texts = [text for group in groups for text in group]
+        got = iter(self.pool.map(self._top_logprobs, texts))
+        return [[next(got) for _ in group] for group in groups]
+
+    def continuations(self, requests: list[tuple[str, str]], max_new_tokens: int,
+                      temperature: float) -> list[str | None]:
+        return list(self.pool.map(lambda r: self._complete(self.sent_text(r[0], "0") + r[1], max_new_tokens,
+                                                           temperature), requests))
+
+    def _top_logprobs(self, text: str) -> dict[str, float] | None:
+        try:
+            done = self.client.complete(self.sent_text(text, "0"), 1, self.http.top_logprobs)
+        except ServerMismatch:
+            raise
+        except CompletionError as exc:
+            log.debug("judge request failed for good: %s", exc)
+            return None
+        return done.top_logprobs or {}
+
+    def _complete(self, text: str, max_new_tokens: int, temperature: float) -> str | None:
+        try:
+            return self.client.complete(text, max_new_tokens, temperature=temperature).text
+        except ServerMismatch:
+            raise
+        except CompletionError as exc:
+            log.debug("completion request failed for good: %s", exc)
+            return None
+
+    def _tail(self, instruction: str, context: str, text: str) -> Tail | None:
+        """The tokens of `text` after instruction + context, from the server's echo; None once retries are spent."""
+        key = (instruction, context, text)
+        if self._tails is not None:
+            with self._lock:
+                cached = self._tails.get(key)
+            if cached is not None:
+                self.count("cache_hits", 1)
+                return cached
+        self.count("requests", 1)
+        start = len(instruction + context)
+        try:
+            echoed = self.client.prompt_logprobs(instruction + context + text)
+            value = echoed.tail_after(start, start + len(text))
+        except ServerMismatch:
+            raise
+        except CompletionError as exc:
+            log.debug("likelihood request failed for good: %s", exc)
+            self.count("failures", 1)
+            return None
+        if self._tails is not None:
+            with self._lock:
+                self._tails[key] = value  # type: ignore[assignment]
+        return value
 
 
 def pairwise_probability(top_logprobs: dict[str, float]) -> float | None:

@@ -285,8 +285,14 @@ class LikelihoodMode:
     """The likelihood judge over any log-prob source: each (prompt, response, instruction) read once, whatever number
     of dimensions read it; text measures need no pass at all."""
 
-    def __init__(self, source: LogprobSource, signals: dict[str, Signal]) -> None:
-        self.source, self.signals = source, signals
+    def __init__(self, source: LogprobSource, signals: dict[str, Signal], instructions: dict[str, str]) -> None:
+        """signals and instructions by dimension name: what each dimension reads, after which instruction."""
+        self.source, self.signals, self.instructions = source, signals, instructions
+        # the dimensions a failed model leaves without a score (judgement: none of them scored, no reward)
+        self.model_read = frozenset(n for n, s in signals.items() if s.reads_model)
+
+    def key(self, dim: Dimension) -> tuple:
+        return (self.instructions[dim.name], self.signals[dim.name])
 
     def readings(self, keys: dict[tuple[str, str, str], set[str]]) -> dict[tuple[str, str, str], Reading | None]:
         """The Reading of each (prompt, response, instruction) from the tails its signals need, asked at once."""
@@ -301,15 +307,16 @@ class LikelihoodMode:
             out[(p, r, ins)] = None if failed else read(p, r, tails.get("asked"), tails.get("unasked"))
         return out
 
-    def verdicts(self, items: list[tuple[str, str, str, Dimension]], rationale: bool) -> list[Verdict]:
-        """One Verdict per (prompt, response, instruction, dimension); None as score where a request failed."""
+    def verdicts(self, items: list[tuple[str, str, Dimension]], rationale: bool) -> list[Verdict]:
+        """One Verdict per (prompt, response, dimension); None as score where a request failed."""
+        rows = [(p, r, self.instructions[d.name], d) for p, r, d in items]
         needs: dict[tuple[str, str, str], set[str]] = {}
-        for p, r, ins, d in items:
+        for p, r, ins, d in rows:
             if r.strip() and self.signals[d.name].reads_model:
                 needs.setdefault((p, r, ins), set()).update(self.signals[d.name].passes)
         readings = self.readings(needs)
         out = []
-        for p, r, ins, d in items:
+        for p, r, ins, d in rows:
             sig = self.signals[d.name]
             if not r.strip():  # nothing to score; the empty guard, when on, says so too
                 out.append(Verdict(_ranged(0.0, d), 1.0, "empty response: no token to score"))
