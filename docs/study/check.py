@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ARMS = ("ppo", "reinforce_ema", "rloo")
 NUM = r"([+\-−]?\d[\d,]*(?:\.\d+)?)"
 NOT_RECOMPUTED = [
+    "the pilot2's first evaluation without stops (-0.007): its files were replaced by the evaluation with stops",
     "79 min 1 s wall, 3.0 GB peak, runs of 445-636 s, evaluation and report 175 s, ~25 minutes beside benchmarks: "
     "/usr/bin/time and the driver's log, not committed",
     "the sizing steps 1-2 and the 31-46 s step of 16 samples: the first run, the pilot and measurements before the run",
@@ -564,11 +565,51 @@ def second_run_plan_claims(data: CompareData) -> list[Claim]:
     ]
 
 
+def pilot_claims() -> list[Claim]:
+    """docs/study/pilot2: the second run's seed 0, from its own files."""
+    from xrlhf.judge import guards
+
+    pilot = load_compare(HERE / "pilot2")
+    run = pilot.runs["rloo"][0]
+    steps = run.series("time/step")
+    reward = run.series("reward/mean")
+    val = [run.metrics[0]["val_start/reward"]] + [x for x in run.series("val/reward") if math.isfinite(x)]
+    val_s = [x for x in run.series("time/val") if math.isfinite(x)]
+    analysis = json.loads((HERE / "pilot2" / "analysis.json").read_text())["arms"]["rloo"]
+    prompts = analysis["primary_prompts"]
+    by_model = eval_by_model(pilot)
+
+    def fired(model: str, kind: str | None = None) -> int:
+        hits = [guards.check(r["prompt"], r["response"]) for r in by_model[model]]
+        return sum(h is not None and (kind is None or h[0] == kind) for h in hits)
+
+    base, tuned = "base", "rloo-seed0"
+    return [
+        claim("pilot.time", "48 steps took {} s of training steps (median {} s a step", sum(steps), median(steps),
+              tol=1),
+        claim("pilot.val_time", "plus {} s for the first validation point and about {} s for each later one",
+              run.metrics[0]["time/val_start"], mean(val_s), tol=1),
+        claim("pilot.reward", "{} at step 1, a mean of {} over steps 2–48, a least-squares slope of {} a step",
+              reward[0], mean(reward[1:]), linear_trend(reward)[0]),
+        claim("pilot.val", "went {}, {}, {}, {}, {} before step 1", *val),
+        claim("pilot.gain", "96 prompts): {}, paired bootstrap interval over prompts [{}, {}]", prompts["mean"],
+              prompts["lo"], prompts["hi"]),
+        claim("pilot.guards", "fired on {} of the base model's {} answers ({} copies of the prompt, {} repetition "
+              "loops) and on {} of the pilot's ({}, {})", fired(base), len(by_model[base]), fired(base, "prompt_copy"),
+              fired(base, "repetition"), fired(tuned), fired(tuned, "prompt_copy"), fired(tuned, "repetition")),
+        claim("pilot.shorter", "The answers got shorter ({} tokens) and quote the prompt less ({} points at five "
+              "words)", analysis["hacking"]["length"]["mean"], 100 * analysis["hacking"]["quoting"]["mean"]),
+        claim("pilot.off_policy", "Mean truncated importance weight {}; mean staleness {} updates",
+              analysis["off_policy"]["importance_weight"]["mean"], analysis["off_policy"]["staleness"]["mean"]),
+    ]
+
+
 def all_claims(data: CompareData) -> list[Claim]:
     quote = quoting(data)
     return (setup_claims(data) + ema_claims(data) + results_claims(data) + kl_stability_claims(data)
             + dimension_claims(data) + hacking_claims(data, quote) + quoting_table_claims(data, quote)
-            + conclusion_claims(data) + sizing_claims(data) + second_run_plan_claims(data))
+            + conclusion_claims(data) + sizing_claims(data) + second_run_plan_claims(data)
+            + pilot_claims())
 
 
 def main(argv: list[str] | None = None) -> int:
