@@ -117,7 +117,7 @@ def test_the_reference_actor_stays_the_base_after_updates(local_ray, lora):
 
 def test_no_algorithm_branch_outside_the_learners():
     """The driver, the step, the graph, the rows and every actor but the learner never name an algorithm."""
-    paths = [ROOT / f"xrlhf/{m}.py" for m in ("controller", "step", "graph", "metrics")]
+    paths = [ROOT / f"xrlhf/driver/{m}.py" for m in ("controller", "step", "graph", "metrics", "validation", "rundir")]
     paths += [p for p in (ROOT / "xrlhf/actors").glob("*.py") if p.name != "learner.py"]
     paths += list((ROOT / "actors").glob("*.py"))
     assert len(paths) >= 10 and all(p.is_file() for p in paths)
