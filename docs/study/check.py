@@ -584,6 +584,7 @@ def pilot_claims() -> list[Claim]:
         return sum(h is not None and (kind is None or h[0] == kind) for h in hits)
 
     base, tuned = "base", "rloo-seed0"
+    seed1 = next(r for r in load_compare(HERE / "run2").runs["rloo"] if r.name == "rloo-seed1")
     return [
         claim("pilot.time", "48 steps took {} s of training steps (median {} s a step", sum(steps), median(steps),
               tol=1),
@@ -599,6 +600,9 @@ def pilot_claims() -> list[Claim]:
               fired(base, "repetition"), fired(tuned), fired(tuned, "prompt_copy"), fired(tuned, "repetition")),
         claim("pilot.shorter", "The answers got shorter ({} tokens) and quote the prompt less ({} points at five "
               "words)", analysis["hacking"]["length"]["mean"], 100 * analysis["hacking"]["quoting"]["mean"]),
+        claim("run2.seed1_time", "seed 1's 48 steps took {} s and its five validation points {} s",
+              sum(seed1.series("time/step")), seed1.metrics[0]["time/val_start"]
+              + sum(x for x in seed1.series("time/val") if math.isfinite(x)), tol=1),
         claim("pilot.off_policy", "Mean truncated importance weight {}; mean staleness {} updates",
               analysis["off_policy"]["importance_weight"]["mean"], analysis["off_policy"]["staleness"]["mean"]),
     ]
