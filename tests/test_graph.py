@@ -88,6 +88,13 @@ def test_rollouts_after_an_update_use_the_new_weights(local_ray, tmp_path):
     assert json.loads((ckpt / "trainer_state.json").read_text())["next_step"] == 3
 
 
+def test_a_missing_rollout_python_is_a_clear_error_before_any_actor(local_ray, tmp_path):
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    with pytest.raises(ValueError, match=rf"rollout.python={re.escape(str(missing))} is not an executable on this "
+                                         r"machine: build the environment first \(scripts/setup_vllm_env.sh"):
+        _train(tmp_path, "missing", "steps=1", f"rollout.python={missing}")
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_the_reference_actor_stays_the_base_after_updates(local_ray, lora):
     """resources.colocate_reference=false: after two updates and their weight syncs, the reference actor gives the

@@ -1,6 +1,8 @@
 """A Ray cluster of several nodes on this machine (ray.cluster_utils.Cluster: one raylet per node, logical GPUs):
 the graph is placed across the nodes by the configured strategy, and losing a worker node mid-run never loses a
 finished step."""
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,8 +51,15 @@ def _config(cluster, *overrides: str):
 
 
 def test_spread_places_the_graph_across_nodes_and_survives_losing_a_worker_node(cluster, tmp_path):
+    """Also: rollout.python becomes the rollout actors' interpreter (Ray's py_executable; a link to this
+    interpreter here, .venv-vllm/bin/python for the vLLM backend on CPU) while the other roles keep the
+    driver's, and placement.json in the run directory says where each actor runs."""
     c, workers = cluster
-    cfg = _config(c, "steps=24", "resources.learner.num_gpus=1", "resources.reference.num_gpus=1")
+    link = tmp_path / "bin" / "python-rollout"
+    link.parent.mkdir()
+    link.symlink_to(sys.executable)
+    cfg = _config(c, "steps=24", "resources.learner.num_gpus=1", "resources.reference.num_gpus=1",
+                  f"rollout.python={link}")
     controller = Controller(cfg, tmp_path / "run")
     thread, errors = train_in_thread(controller)
     try:
@@ -60,6 +69,13 @@ def test_spread_places_the_graph_across_nodes_and_survives_losing_a_worker_node(
         assert c.head_node.node_id not in placed
         gpu_roles = {r for roles in placed.values() for r in roles} & {"learner", "reference"}
         assert gpu_roles == {"learner", "reference"}
+        recorded = json.loads((tmp_path / "run" / "placement.json").read_text())
+        assert recorded["strategy"] == "SPREAD" and recorded["nodes"] == 3
+        assert {a["node_id"]: a["role"] for a in recorded["actors"]}.keys() == placed.keys()
+        assert sorted(a["role"] for a in recorded["actors"]) == sorted(r for roles in placed.values() for r in roles)
+        assert all(len(a["gpu_ids"]) == 1 for a in recorded["actors"] if a["role"] in ("learner", "reference"))
+        assert {a["python"] for a in recorded["actors"] if a["role"] == "rollout"} == {str(link)}
+        assert {a["python"] for a in recorded["actors"] if a["role"] != "rollout"} == {sys.executable}
         # lose a worker node that does not hold the learner (it has no restarts: its optimiser lives there)
         victim = next(n for n in workers if n.node_id in placed and "learner" not in placed[n.node_id])
         lost = placed[victim.node_id]
@@ -78,7 +94,7 @@ def test_spread_places_the_graph_across_nodes_and_survives_losing_a_worker_node(
 
 def test_losing_the_learners_node_stops_with_its_checkpoint_and_resumes(cluster, tmp_path):
     c, workers = cluster
-    cfg = _config(c, "steps=30")
+    cfg = _config(c, "steps=16")
     controller = Controller(cfg, tmp_path / "run")
     thread, errors = train_in_thread(controller)
     try:
@@ -101,7 +117,7 @@ def test_losing_the_learners_node_stops_with_its_checkpoint_and_resumes(cluster,
     finally:
         shutdown_graph(resumed)
     after = rows(tmp_path / "run" / "metrics.jsonl")
-    assert [m["step"] for m in after] == list(range(30))
+    assert [m["step"] for m in after] == list(range(16))
 
 
 def test_a_local_run_starts_its_own_ray_beside_a_running_cluster(cluster, tmp_path):

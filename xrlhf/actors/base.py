@@ -46,6 +46,16 @@ class ActorBase:
     def build(self) -> None:
         """Load what the role holds (models, judge)."""
 
+    def whereabouts(self) -> dict[str, Any]:
+        """Where this actor runs: its role, process, Ray node, interpreter and the GPU ids Ray assigned it."""
+        import sys
+
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {"role": self.role, "pid": os.getpid(), "node_id": ctx.get_node_id(), "python": sys.executable,
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "actor_id": ctx.get_actor_id()}
+
     def pid(self) -> int:
         """The actor's process id (tests kill actors by it); raises the error `build` kept, if any."""
         if self.init_error is not None:

@@ -17,7 +17,7 @@ import ray
 
 from xrlhf.config import Config
 from xrlhf.data import load_prompts
-from xrlhf.driver.graph import ActorRoles, build_graph, init_ray, kill
+from xrlhf.driver.graph import ActorRoles, build_graph, init_ray, kill, whereabouts
 from xrlhf.driver.metrics import metrics_row, sample_rows
 from xrlhf.driver.rundir import RunDir
 from xrlhf.driver.step import Gathered, gather, start_learn
@@ -74,6 +74,7 @@ class Controller:
             cfg.logging.library_logs = str((self.run.path / "logs").resolve())
         self.run.create(cfg)
         self.graph = build_graph(cfg)
+        self.run.write_json("placement.json", whereabouts(self.graph, cfg.resources.placement_strategy))
         self.roles = ActorRoles(self.graph)
         ckpt = self.run.latest_checkpoint() if self.resume else None
         if ckpt is not None:

@@ -78,6 +78,7 @@ def build_graph(cfg: Config) -> Graph:
 
     prepare_packaged([cfg.model.name, *backend(cfg.judge).prepared(cfg.judge, cfg.model.name)], cfg.model.cache_dir)
     res, raw = cfg.resources, cfg.model_dump(mode="json")
+    rollout_env = _rollout_runtime_env(cfg)
     roles = ([("rollout", RolloutActor)] * cfg.rollout.num_actors + [("judge", JudgeActor)] * cfg.judge.num_actors
              + [("learner", LearnerActor)] + ([] if res.colocate_reference else [("reference", ReferenceActor)]))
     bundles = [_bundle(getattr(res, role)) for role, _ in roles]
@@ -87,9 +88,10 @@ def build_graph(cfg: Config) -> Graph:
     for i, (role, cls) in enumerate(roles):
         r = getattr(res, role)
         restarts = 0 if role == "learner" else res.max_restarts  # a restarted learner would lose its weights
+        extra = {"runtime_env": rollout_env} if role == "rollout" and rollout_env else {}
         actor = cls.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_restarts=restarts,
-                            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
-                            ).remote(raw)
+                            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+                            **extra).remote(raw)
         handles.setdefault(role, []).append(actor)
     learner = handles["learner"][0]
     graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg)
@@ -99,6 +101,30 @@ def build_graph(cfg: Config) -> Graph:
         kill(graph)
         raise
     return graph
+
+
+def whereabouts(graph: Graph, strategy: str) -> dict[str, Any]:
+    """Each actor's role, node, process, interpreter and GPU ids, for the run directory's placement.json."""
+    actors = ray.get([a.whereabouts.remote() for a in graph.all()])
+    if graph.reference is graph.learner:
+        actors.append({**next(a for a in actors if a["role"] == "learner"), "role": "reference (colocated)"})
+    return {"strategy": strategy, "nodes": len({a["node_id"] for a in actors}), "actors": actors}
+
+
+def _rollout_runtime_env(cfg: Config) -> dict[str, Any] | None:
+    """The rollout actors' interpreter (rollout.python) as a Ray runtime_env, checked where it can be."""
+    python = cfg.rollout.python
+    if python is None:
+        return None
+    if not os.access(python, os.X_OK):
+        if cfg.resources.address or os.environ.get("RAY_ADDRESS"):
+            # On a cluster the path must exist on the rollout actors' nodes; this machine may lack it.
+            log.warning("rollout.python=%s is not an executable on the driver's machine; the rollout actors' nodes "
+                        "must have it", python)
+            return {"py_executable": python}
+        raise ValueError(f"rollout.python={python} is not an executable on this machine: build the environment first "
+                         "(scripts/setup_vllm_env.sh makes .venv-vllm/bin/python) or leave rollout.python unset")
+    return {"py_executable": python}
 
 
 def _bundle(r: Any) -> dict[str, float]:

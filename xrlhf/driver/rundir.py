@@ -44,6 +44,10 @@ class RunDir:
         self.checkpoints.mkdir(exist_ok=True)
         atomic_write_text(self.path / "config.yaml", dump_config(cfg))
 
+    def write_json(self, name: str, value: Any) -> None:
+        """A small whole-file record of the run (placement.json), written atomically."""
+        atomic_write_text(self.path / name, json.dumps(value, indent=1) + "\n")
+
     def append(self, file: Path, rows: list[dict[str, Any]]) -> None:
         with file.open("a", encoding="utf-8") as f:
             for row in rows:
