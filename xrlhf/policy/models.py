@@ -265,8 +265,10 @@ def _looks_like_hub_id(path: str) -> bool:
 
 def _bnb_4bit(dtype: str) -> Any:
     if not torch.cuda.is_available():
-        raise ModelError("load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); this machine has none. "
-                         "Set model.load_in_4bit=false.")
+        # bitsandbytes 0.50 loads NF4 on a CPU and runs its forward, but its 4-bit matmul has no CPU autograd
+        # kernel: LoRA adapters on 4-bit layers would get no gradient and the run would train nothing, silently.
+        raise ModelError("load_in_4bit needs a CUDA GPU (bitsandbytes 4-bit); this machine has none "
+                         "(on CPU, LoRA on 4-bit layers gets no gradient). Set model.load_in_4bit=false.")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
