@@ -45,6 +45,8 @@ NOT_RECOMPUTED = [
     "the judge's quality figures (0.535, 0.926, 0.818, 98.5%, 0.82, 66 x 9) and the speed-ups (1.26x, 1.22x, 1.30x, "
     "1.40x, ~80 minutes): bench/judge_quality.py and BENCHMARKS.md",
     "the first run's table and the pilot's +0.075, 0.226, 5.4 nats: earlier runs",
+    "the second run's evaluation time (390 s) and the command's 2 h 10 min: the driver's log",
+    "'three arms, Holm's first step at α/3' would not pass at p 0.048: arithmetic on the p above",
 ]
 
 
@@ -584,7 +586,6 @@ def pilot_claims() -> list[Claim]:
         return sum(h is not None and (kind is None or h[0] == kind) for h in hits)
 
     base, tuned = "base", "rloo-seed0"
-    seed1 = next(r for r in load_compare(HERE / "run2").runs["rloo"] if r.name == "rloo-seed1")
     return [
         claim("pilot.time", "48 steps took {} s of training steps (median {} s a step", sum(steps), median(steps),
               tol=1),
@@ -600,11 +601,78 @@ def pilot_claims() -> list[Claim]:
               fired(base, "repetition"), fired(tuned), fired(tuned, "prompt_copy"), fired(tuned, "repetition")),
         claim("pilot.shorter", "The answers got shorter ({} tokens) and quote the prompt less ({} points at five "
               "words)", analysis["hacking"]["length"]["mean"], 100 * analysis["hacking"]["quoting"]["mean"]),
-        claim("run2.seed1_time", "seed 1's 48 steps took {} s and its five validation points {} s",
-              sum(seed1.series("time/step")), seed1.metrics[0]["time/val_start"]
-              + sum(x for x in seed1.series("time/val") if math.isfinite(x)), tol=1),
         claim("pilot.off_policy", "Mean truncated importance weight {}; mean staleness {} updates",
               analysis["off_policy"]["importance_weight"]["mean"], analysis["off_policy"]["staleness"]["mean"]),
+    ]
+
+
+def run2_claims() -> list[Claim]:
+    """docs/study/run2: the second run's four seeds, their evaluation and its pre-registered analysis."""
+    from xrlhf.judge import guards
+
+    run2 = load_compare(HERE / "run2")
+    runs = sorted(run2.runs["rloo"], key=lambda r: r.name)
+    a = json.loads((HERE / "run2" / "analysis.json").read_text())["arms"]["rloo"]
+    by_model = eval_by_model(run2)
+    base = {r["prompt_id"]: r for r in by_model["base"]}
+    tuned = [f"rloo-seed{i}" for i in range(4)]
+
+    def hit(row: dict, kind: str | None = None) -> bool:
+        h = guards.check(row["prompt"], row["response"])
+        return h is not None and (kind is None or h[0] == kind)
+
+    def unguarded(model: str) -> list[float]:
+        return [r["reward"] - base[r["prompt_id"]]["reward"] for r in by_model[model]
+                if not hit(r) and not hit(base[r["prompt_id"]])]
+
+    pri, pp, dims, hack = a["primary"], a["primary_prompts"], a["dimensions"], a["hacking"]
+    q, sens = hack["quoting"], hack["quoting_sensitivity"]
+    val_end = [a["validation"][m][-1] for m in tuned]
+    val_s = [r.metrics[0]["time/val_start"] + sum(x for x in r.series("time/val") if math.isfinite(x)) for r in runs]
+    names = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+    return [
+        claim("run2.primary", "by **{}**\n(per seed {}, {}, {}, {}), 95% t interval over seeds [{}, {}], p = {}",
+              pri["mean"], *pri["per_seed"], pri["lo"], pri["hi"], pri["p"]),
+        claim("run2.primary_prompts", "over prompts as well (paired bootstrap\n[{}, {}])", pp["lo"], pp["hi"]),
+        claim("run2.primary_lo", "the interval's lower end is {}", pri["lo"]),
+        claim("run2.guards", "fired on {} of the base model's {} answers and on {}, {}, {} and {} of the four seeds' "
+              "(repetition loops {} → {},\n{}, {}, {})", sum(hit(r) for r in by_model["base"]), len(by_model["base"]),
+              *[sum(hit(r) for r in by_model[m]) for m in tuned], sum(hit(r, "repetition") for r in by_model["base"]),
+              *[sum(hit(r, "repetition") for r in by_model[m]) for m in tuned]),
+        claim("run2.unguarded", "({}, {}, {} and {}\nprompts), the gain is {}, {}, {} and {}",
+              *[len(unguarded(m)) for m in tuned], *[mean(unguarded(m)) for m in tuned]),
+        claim("run2.dims", "(helpfulness {}, correctness {}, coherence {}, complexity {}, verbosity {})",
+              *[dims[n]["mean"] for n in names]),
+        claim("run2.dims_prompts", "over\nprompts every interval excludes zero", tol=0) if all(
+            dims[n]["prompts"]["lo"] > 0 for n in names) else claim("run2.dims_prompts", "(not all exclude zero)"),
+        claim("run2.dims_holm", "(helpfulness's\np {} becomes {}; the others' {})", dims["helpfulness"]["p"],
+              dims["helpfulness"]["p_holm"], max(dims[n]["p_holm"] for n in names[1:]),
+              tol=None) if all(not dims[n]["beyond_noise"] for n in names) else claim("run2.dims_holm", "(one is)"),
+        claim("run2.length", "**shorter** by {} tokens (over seeds [{}, {}]", -hack["length"]["mean"],
+              hack["length"]["lo"], hack["length"]["hi"]),
+        claim("run2.distinct", "(distinct word-bigram ratio {} [{}, {}]", hack["distinct2"]["mean"],
+              hack["distinct2"]["lo"], hack["distinct2"]["hi"]),
+        claim("run2.quoting", "fell by {} points, not\nbeyond noise (over prompts [{}, {}])", -100 * q["mean"],
+              100 * q["prompts"]["lo"], 100 * q["prompts"]["hi"]),
+        claim("run2.quoting_sens", "at 4, 6 and 8 words it fell by {}, {} and {} points",
+              *[-100 * sens[k]["mean"] for k in ("4", "6", "8")]),
+        claim("run2.near_copy", "Near-copies fell by {} points", -100 * hack["near_copy"]["mean"]),
+        claim("run2.seed3_copies", "({} copy guards against {})", sum(hit(r, "prompt_copy") for r in by_model[tuned[3]]),
+              sum(hit(r, "prompt_copy") for r in by_model["base"])),
+        claim("run2.slope", "rose by {} a step (t interval over seeds [{}, {}], p {}", a["reward_slope"]["mean"],
+              a["reward_slope"]["lo"], a["reward_slope"]["hi"], a["reward_slope"]["p"]),
+        claim("run2.slope_range", "per seed {} to {}), about {} over 48 steps", min(a["reward_slope"]["per_seed"]),
+              max(a["reward_slope"]["per_seed"]), 47 * a["reward_slope"]["mean"]),
+        claim("run2.residual", "residual standard deviation of {}", a["stability_residual_sd"]["mean"]),
+        claim("run2.kl", "last quarter of steps: {} nats per response ([{}, {}])", a["kl_last_quarter"]["mean"],
+              a["kl_last_quarter"]["lo"], a["kl_last_quarter"]["hi"]),
+        claim("run2.val", "went from {} before step 1 to {}, {}, {} and\n{} after step 48",
+              runs[0].metrics[0]["val_start/reward"], *val_end),
+        claim("run2.seed3_gain", "on 96 prompts is {}", pri["per_seed"][3]),
+        claim("run2.off_policy", "Mean truncated importance weight {} over seeds; staleness {} updates",
+              a["off_policy"]["importance_weight"]["mean"], a["off_policy"]["staleness"]["mean"]),
+        claim("run2.time", "training steps took {} (other work shared the machine), {}, {} and {} s, their\n"
+              "validation points {} s in all", *[sum(r.series("time/step")) for r in runs], sum(val_s), tol=1),
     ]
 
 
@@ -613,7 +681,7 @@ def all_claims(data: CompareData) -> list[Claim]:
     return (setup_claims(data) + ema_claims(data) + results_claims(data) + kl_stability_claims(data)
             + dimension_claims(data) + hacking_claims(data, quote) + quoting_table_claims(data, quote)
             + conclusion_claims(data) + sizing_claims(data) + second_run_plan_claims(data)
-            + pilot_claims())
+            + pilot_claims() + run2_claims())
 
 
 def main(argv: list[str] | None = None) -> int:
