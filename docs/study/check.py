@@ -625,6 +625,13 @@ def run2_claims() -> list[Claim]:
         return [r["reward"] - base[r["prompt_id"]]["reward"] for r in by_model[model]
                 if not hit(r) and not hit(base[r["prompt_id"]])]
 
+    def example(words: str, model: str, response: str | None = None) -> float:
+        """The reward of `model`'s answer to the one evaluation prompt containing `words` (its text checked too)."""
+        [row] = [r for r in by_model[model] if words in r["prompt"]]
+        if response is not None and row["response"].strip() != response:
+            raise SystemExit(f"{model}'s answer to the {words!r} prompt is not {response!r}")
+        return row["reward"]
+
     pri, pp, dims, hack = a["primary"], a["primary_prompts"], a["dimensions"], a["hacking"]
     q, sens = hack["quoting"], hack["quoting_sensitivity"]
     val_end = [a["validation"][m][-1] for m in tuned]
@@ -671,6 +678,15 @@ def run2_claims() -> list[Claim]:
         claim("run2.seed3_gain", "on 96 prompts is {}", pri["per_seed"][3]),
         claim("run2.off_policy", "Mean truncated importance weight {} over seeds; staleness {} updates",
               a["off_policy"]["importance_weight"]["mean"], a["off_policy"]["staleness"]["mean"]),
+        claim("run2.example_garden", "and loops (reward {}); seeds 2 and 3 answer \"The length of the\ngarden is 12 m "
+              "and the width is 10 m.\" ({}), seed 1 \"The length of the garden is 12 m.\" ({})",
+              example("rectangular garden", "base"), example("rectangular garden", "rloo-seed2", "The length of the garden is 12 m and the "
+                                                 "width is 10 m."),
+              example("rectangular garden", "rloo-seed1", "The length of the garden is 12 m.")),
+        claim("run2.example_message", "the message ({}); seeds 0 and 1 give the paraphrase once ({})",
+              example("customer message", "base"), example("customer message", "rloo-seed0")),
+        claim("run2.example_copy", "repeats the request ({}) where the base model wrote one sentence about writing the "
+              "story ({})", example("bedtime story", "rloo-seed3"), example("bedtime story", "base")),
         claim("run2.time", "training steps took {} (other work shared the machine), {}, {} and {} s, their\n"
               "validation points {} s in all", *[sum(r.series("time/step")) for r in runs], sum(val_s), tol=1),
     ]
