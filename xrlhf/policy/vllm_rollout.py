@@ -27,8 +27,7 @@ class VLLMSampler:
 
     def __init__(self, model_dir: str | Path, lora: bool = True, max_lora_rank: int = 16,
                  gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
-                 adapter_config: Any = None, max_model_len: int | None = None, cpu_kv_cache_gib: float = 1.0,
-                 max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None):
+                 adapter_config: Any = None, max_model_len: int | None = None, cpu_kv_cache_gib: float = 1.0):
         """`adapter_config` (a peft LoraConfig) is needed only when set_adapter gets a state dict, not a folder.
 
         `max_lora_rank` must be one vLLM accepts (1, 8, 16, 32, 64, ...) and at least the adapter's r.
@@ -40,12 +39,6 @@ class VLLMSampler:
         kwargs: dict[str, Any] = {}
         if lora:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
-        # The engine's batch bounds (vLLM's defaults: 256 sequences, 4096 tokens on CPU): its working buffers are sized
-        # by them, several GiB per engine on CPU, where a rollout's batch needs a small part.
-        if max_num_seqs is not None:
-            kwargs["max_num_seqs"] = max_num_seqs
-        if max_num_batched_tokens is not None:
-            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         if not on_gpu and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             # Left alone, vLLM on CPU sizes its KV cache from all of RAM; a rollout needs a sliver of that.
             kwargs["kv_cache_memory_bytes"] = int(cpu_kv_cache_gib * GiB)
