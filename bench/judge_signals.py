@@ -9,7 +9,7 @@ correct rewrite. It scores every distinct answer of both sets once and prints, p
 the share of prompts where the good answer has the higher value (a tie counts half; guarded kinds left out: the
 guards settle those). A candidate that would free complexity needs factual_error high and simple / technical low.
 
-    python bench/judge_signals.py     # ~8 min on 2 cores: both sets, two passes per answer
+    python bench/judge_signals.py     # ~6 min on 2 cores: both sets, two passes per answer
 """
 from __future__ import annotations
 
