@@ -326,6 +326,8 @@ def test_each_default_dimension_is_described_by_its_own_signal():
     assert all("specificity: " in line for line in lines.values())
     expected = JudgeConfig(mode="expected")
     assert describe(expected) == {n: d.definition for n, d in expected.dimensions.items()}
+    rule = JudgeConfig(backend="rule", mode="likelihood")  # no model reads anything: the definitions again
+    assert describe(rule) == {n: d.definition for n, d in rule.dimensions.items()}
 
 
 def test_the_stated_specificity_is_the_committed_measurement():

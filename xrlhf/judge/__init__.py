@@ -18,17 +18,19 @@ __all__ = ["BACKENDS", "Backend", "Dimension", "Judge", "Judgement", "Rubric", "
 
 @dataclass(frozen=True)
 class Backend:
-    """One judge.backend: build(cfg, model, cache_dir); the local model it loads (None: none); the model names whose
-    packaged conversion it needs here; its one-line label."""
+    """One judge.backend: build(cfg, model, cache_dir); the local model it loads (None: none); its one-line label;
+    the tokenizer it reads from this machine (None: none); whether a model scores (False: judge.mode changes
+    nothing, and a dimension is described by its definition)."""
 
     build: Callable[[JudgeConfig, str, str | None], Judge]
     local_model: Callable[[JudgeConfig, str], str | None]
     label: Callable[[JudgeConfig, str], str]
+    local_tokenizer: Callable[[JudgeConfig], str | None] = lambda cfg: None
+    reads_model: bool = True
 
     def prepared(self, cfg: JudgeConfig, policy_model: str) -> list[str]:
         """Models (or tokenizers) this judge reads from this machine's cache."""
-        local = self.local_model(cfg, policy_model)
-        return [m for m in (local, cfg.http.tokenizer if cfg.backend == "http" else None) if m]
+        return [m for m in (self.local_model(cfg, policy_model), self.local_tokenizer(cfg)) if m]
 
 
 def _hf(cfg: JudgeConfig, model: str, cache_dir: str | None) -> Judge:
@@ -52,8 +54,10 @@ def _rule(cfg: JudgeConfig, model: str, cache_dir: str | None) -> Judge:
 BACKENDS: dict[str, Backend] = {
     "hf": Backend(_hf, lambda cfg, policy: cfg.model or policy,
                   lambda cfg, policy: f"hf {cfg.model or policy}, mode {cfg.mode}"),
-    "http": Backend(_http, lambda cfg, policy: None, lambda cfg, policy: f"http {cfg.http.model}, mode {cfg.mode}"),
-    "rule": Backend(_rule, lambda cfg, policy: None, lambda cfg, policy: f"rule (target {cfg.rule.target!r})"),
+    "http": Backend(_http, lambda cfg, policy: None, lambda cfg, policy: f"http {cfg.http.model}, mode {cfg.mode}",
+                    local_tokenizer=lambda cfg: cfg.http.tokenizer),
+    "rule": Backend(_rule, lambda cfg, policy: None, lambda cfg, policy: f"rule (target {cfg.rule.target!r})",
+                    reads_model=False),
 }
 assert set(BACKENDS) == set(JUDGE_BACKENDS), "config.JUDGE_BACKENDS and BACKENDS name the same backends"
 

@@ -259,7 +259,9 @@ def specificity(kind: str) -> str:
 def describe(cfg: Any) -> dict[str, str]:
     """One line per dimension of a JudgeConfig: what its score measures (likelihood mode: its signal and measured
     specificity; other modes: the definition the judge is shown)."""
-    if cfg.mode != "likelihood" or cfg.backend == "rule":
+    from xrlhf.judge import backend
+
+    if cfg.mode != "likelihood" or not backend(cfg).reads_model:
         return {name: d.definition for name, d in cfg.dimensions.items()}
     out = {}
     for name, d in cfg.dimensions.items():
