@@ -9,7 +9,14 @@ correct rewrite. It scores every distinct answer of both sets once and prints, p
 the share of prompts where the good answer has the higher value (a tie counts half; guarded kinds left out: the
 guards settle those). A candidate that would free complexity needs factual_error high and simple / technical low.
 
-    python bench/judge_signals.py     # ~6 min on 2 cores: both sets, two passes per answer
+It also measures the register contrast the judge's docstring rejects for complexity: each good answer and its two
+rewrites read after the question followed by a cue for a child ("Answer in simple words a young child understands:")
+and for an expert ("Answer in an expert's technical terms:"), against the plain "Answer:" of the fit pass. Per
+contrast (child - expert, child - plain, expert - plain): how often the childish rewrite reads higher than the good
+answer, how often the technical one reads lower, and, around the good answers' median, how often each rewrite lies
+further from it than the good answer does (what a two-sided complexity measure would rank).
+
+    python bench/judge_signals.py     # ~9 min on 2 cores: both sets, two passes per answer and three for the register
 """
 from __future__ import annotations
 
@@ -52,6 +59,37 @@ CANDIDATES: dict[str, tuple[str, Callable[[list[float], list[float]], float]]] =
 }
 
 
+CUES = {"child": "Answer in simple words a young child understands:", "expert": "Answer in an expert's technical terms:",
+        "plain": "Answer:"}
+CONTRASTS = (("child", "expert"), ("child", "plain"), ("expert", "plain"))
+
+
+def register(source, instruction: str, rows: list[dict[str, str]]) -> list[dict[str, object]]:
+    """The register contrasts of the module docstring, per contrast: the one-sided and the two-sided shares."""
+    from xrlhf.judge import likelihood as lk
+
+    texts = [(r["prompt"], r[k]) for r in rows for k in ("good", "simple", "technical")]
+    tails = source.tails([(instruction, f"Question: {p}\n{cue}", lk.tail(a)) for cue in CUES.values() for p, a in texts])
+    mean = {}
+    for c, cue in enumerate(CUES):
+        for k, (p, a) in enumerate(texts):
+            t, end = tails[c * len(texts) + k], len(" " + a.strip())
+            mean[(cue, p, a)] = statistics.fmean(lp for lp, (s, _) in zip(t.logprobs, t.spans) if s < end)
+    out = []
+    for hi, lo in CONTRASTS:
+        v = {k: [mean[(hi, r["prompt"], r[k])] - mean[(lo, r["prompt"], r[k])] for r in rows]
+             for k in ("good", "simple", "technical")}
+        centre = statistics.median(v["good"])
+        far = {k: statistics.fmean(abs(b - centre) > abs(g - centre) for g, b in zip(v["good"], v[k]))
+               for k in ("simple", "technical")}
+        out.append({"contrast": f"{hi} - {lo}", "simple above good": statistics.fmean(
+                        b > g for g, b in zip(v["good"], v["simple"])),
+                    "technical below good": statistics.fmean(b < g for g, b in zip(v["good"], v["technical"])),
+                    "two-sided simple": far["simple"], "two-sided technical": far["technical"],
+                    "good median": centre})
+    return out
+
+
 def main() -> None:
     from judge_quality import judge_for
     from xrlhf.judge import likelihood as lk
@@ -85,7 +123,10 @@ def main() -> None:
         print(table([{k: v for k, v in r.items() if k != "what"} for r in rows], ["candidate", *KINDS]))
         freeing = [r["candidate"] for r in rows if r["factual_error"] >= 0.8 and max(r["simple"], r["technical"]) < 0.8]
         print(f"candidates catching >= 0.80 of changed facts and < 0.80 of both rewrites: {freeing or 'none'}")
-        out[name] = {"prompts": len(load_quality(path)), "answers": len(texts), "rows": rows, "freeing": freeing}
+        contrasts = register(source, instruction, load_quality(path))
+        print(table(contrasts, list(contrasts[0])))
+        out[name] = {"prompts": len(load_quality(path)), "answers": len(texts), "rows": rows, "freeing": freeing,
+                     "register": contrasts}
     print(f"wrote {write_result('judge_signals', out)}")
 
 

@@ -21,8 +21,9 @@ that chose them):
 - correctness: fit,
 - coherence: fluency + ending (unconditioned: well-formed and finished),
 - complexity: "level", a text measure: the reading grade (Flesch-Kincaid) against the band a general question
-  calls for; the 270M model's instruction contrasts ("an expert's answer" vs "a child's") did not separate the
-  registers (measured, BENCHMARKS.md),
+  calls for. The 270M model's contrast of a child's cue and an expert's puts a childish rewrite above the good
+  answer in 0.97 of prompts but a technical one below it in only 0.62; read two-sided around the good answers it
+  ranks them 0.82 / 0.38, below the grade's 0.83 / 0.86, for two more passes (bench/judge_signals.py),
 - verbosity: "length", a text measure: words against the band a short answer takes; no model signal separated a
   curt fragment from a full answer without also being the relevance signal (measured, BENCHMARKS.md).
 
