@@ -363,3 +363,8 @@ def test_no_statistic_of_the_two_passes_reads_correctness_apart_from_register():
         assert len(rows) == 13 and "fit" in rows and rows["fit"]["simple"] == rows["fit"]["technical"] == 1.0
         freeing = [c for c, r in rows.items() if r["factual_error"] >= 0.8 and max(r["simple"], r["technical"]) < 0.8]
         assert freeing == got[name]["freeing"] == [], (name, freeing)
+    # the register contrasts the judge's docstring cites: none ranks both rewrites two-sided above the reading grade
+    ce = {r["contrast"]: r for r in got["quality"]["register"]}["child - expert"]
+    assert [round(ce[k], 2) for k in ("simple above good", "technical below good", "two-sided simple",
+                                       "two-sided technical")] == [0.97, 0.62, 0.82, 0.38]
+    assert all(r["two-sided simple"] < 0.83 or r["two-sided technical"] < 0.86 for r in got["quality"]["register"])
