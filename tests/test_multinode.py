@@ -3,6 +3,7 @@ the graph is placed across the nodes by the configured strategy, and losing a wo
 finished step."""
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import ray
 
 from faults import rows, train_in_thread, wait_rows
 from xrlhf.config import load_config
-from xrlhf.driver.controller import Controller, shutdown_graph
+from xrlhf.driver.controller import ActorLostError, Controller, shutdown_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -102,10 +103,17 @@ def test_losing_the_learners_node_stops_with_its_checkpoint_and_resumes(cluster,
         placed = _placement()
         victim = next(n for n in workers if "learner" in placed.get(n.node_id, []))
         c.remove_node(victim, allow_graceful=False)
+        lost_at = time.monotonic()
         thread.join(timeout=600)
+        stopped_after = time.monotonic() - lost_at
     finally:
         shutdown_graph(controller)
     assert not thread.is_alive() and errors, "losing the learner must stop the run"
+    # at once, saying why and from where to resume: not after waiting out the restarts a learner never gets
+    # (it waited the whole 120 s of _wait_for_actors before)
+    assert isinstance(errors[0], ActorLostError), errors
+    assert "the learner died" in str(errors[0]) and f"--resume {tmp_path / 'run'}" in str(errors[0]), errors[0]
+    assert stopped_after < 60, stopped_after
     done = rows(tmp_path / "run" / "metrics.jsonl")
     steps = [m["step"] for m in done]
     assert steps == list(range(len(steps))) and len(steps) >= 5  # every finished step is there, once

@@ -253,6 +253,28 @@ def test_reference_actor_killed_mid_step_and_a_nan_update(local_ray, tmp_path, c
     assert [r["policy_version"] for r in rows] == [0, 1, 1, 2, 3, 4]
 
 
+@pytest.mark.integration
+def test_an_actor_ray_does_not_restart_stops_the_run_at_once_with_its_finished_steps(local_ray, tmp_path, caplog):
+    """resources.max_restarts=0: the reference actor SIGKILLed mid-run is not coming back, so the retried step
+    stops the run at once with a line that says so and where to resume, instead of waiting for a restart; every
+    step finished before stays, once."""
+    from xrlhf.driver.controller import ActorLostError
+
+    cfg = load_config(TINY, ["steps=40", "resources.colocate_reference=false", "resources.max_restarts=0",
+                             "checkpoint.every=1"])
+    run = tmp_path / "norestart"
+    with _training(cfg, run, caplog, rows=2) as (controller, thread, errors):
+        find_actor(os.getpid(), "ReferenceActor", timeout_s=10).send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        thread.join(timeout=300)
+        stopped_after = time.monotonic() - killed
+    assert not thread.is_alive() and len(errors) == 1 and isinstance(errors[0], ActorLostError), errors
+    assert "the actor died (resources.max_restarts=0)" in str(errors[0]) and f"--resume {run}" in str(errors[0])
+    assert stopped_after < 30, stopped_after
+    steps = [r["step"] for r in _rows(run / "metrics.jsonl")]
+    assert 2 <= len(steps) < 40 and steps == list(range(len(steps)))
+
+
 # --- serve-judge binds to 127.0.0.1 -----------------------------------------------------------------------
 
 @pytest.mark.integration

@@ -106,12 +106,12 @@ class UserFacingError(RuntimeError):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from xrlhf.data import DataError
-    from xrlhf.driver.controller import JudgeUnavailableError
+    from xrlhf.driver.controller import ActorLostError, JudgeUnavailableError
     from xrlhf.exposure import ExposureError
     from xrlhf.learners.common import NonFiniteError
     from xrlhf.policy.models import ModelError
 
-    return DataError, ModelError, JudgeUnavailableError, NonFiniteError, ExposureError
+    return DataError, ModelError, JudgeUnavailableError, ActorLostError, NonFiniteError, ExposureError
 
 
 def _message(exc: BaseException) -> str:

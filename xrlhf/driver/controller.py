@@ -34,6 +34,10 @@ class JudgeUnavailableError(RuntimeError):
     """No judge answer succeeded for too many steps in a row."""
 
 
+class ActorLostError(RuntimeError):
+    """An actor Ray does not restart (the learner, or any actor with resources.max_restarts=0) died."""
+
+
 def prompts_for_step(prompts: list[str], step: int, per_step: int, seed: int, shuffle: bool = True) -> list[str]:
     """Deterministic in (seed, step): a resumed run sees exactly the prompts it would have seen."""
     n = len(prompts)
@@ -114,16 +118,30 @@ class Controller:
         raise AssertionError("unreachable")
 
     def _wait_for_actors(self, timeout_s: float = 120.0) -> None:
+        """Until every actor answers again (Ray restarts the ones it may), at most timeout_s. A dead actor that Ray
+        does not restart stops the run at once: waiting cannot bring it back."""
         deadline = time.time() + timeout_s
         for actor in self.graph.all():
             while True:
                 try:
                     ray.get(actor.pid.remote(), timeout=max(1.0, deadline - time.time()))
                     break
-                except RETRYABLE:
+                except RETRYABLE as exc:
+                    # died (not merely unreachable for now: that one may answer again) and not coming back
+                    if isinstance(exc, ray.exceptions.ActorDiedError) and not self.graph.restartable(actor):
+                        raise ActorLostError(self._lost(actor)) from exc
                     if time.time() > deadline:
                         raise
                     time.sleep(1.0)
+
+    def _lost(self, actor: Any) -> str:
+        role = "learner" if actor is self.graph.learner else "actor"
+        why = ("a learner is never restarted: its weights and optimiser state lived in it" if role == "learner"
+               else "resources.max_restarts=0")
+        ckpt = self.run.latest_checkpoint()
+        where = (f"the last checkpoint is {ckpt}; `--resume {self.run.path}` goes on from it" if ckpt is not None
+                 else f"no checkpoint was written yet in {self.run.path}")
+        return f"the {role} died ({why}); {where}"
 
     def _sync_weights(self) -> float:
         return self.roles.sync()

@@ -57,10 +57,15 @@ class Graph:
     judges: list[Any]
     learner: Any
     placement_group: Any = None
+    max_restarts: int = 0  # resources.max_restarts: how often Ray restarts an actor other than the learner
 
     def all(self) -> list[Any]:
         extra = [] if self.reference is self.learner else [self.reference]
         return self.rollouts + extra + self.judges + [self.learner]
+
+    def restartable(self, actor: Any) -> bool:
+        """Whether Ray restarts this actor when it dies (build_graph: never the learner)."""
+        return actor is not self.learner and self.max_restarts > 0
 
 
 def build_graph(cfg: Config) -> Graph:
@@ -94,7 +99,8 @@ def build_graph(cfg: Config) -> Graph:
                             **extra).remote(raw)
         handles.setdefault(role, []).append(actor)
     learner = handles["learner"][0]
-    graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg)
+    graph = Graph(handles["rollout"], handles.get("reference", [learner])[0], handles["judge"], learner, pg,
+                  res.max_restarts)
     try:
         ray.get([a.pid.remote() for a in graph.all()])  # surface construction errors now
     except Exception:
