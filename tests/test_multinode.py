@@ -91,6 +91,11 @@ def test_spread_places_the_graph_across_nodes_and_survives_losing_a_worker_node(
     assert [m["step"] for m in metrics] == list(range(24)), (lost, [m["step"] for m in metrics])
     samples = rows(tmp_path / "run" / "samples.jsonl")
     assert sorted({s["step"] for s in samples}) == list(range(24))
+    # placement.json was written again (after the retried step and at the end): the lost node's actors live
+    # elsewhere now
+    after = json.loads((tmp_path / "run" / "placement.json").read_text())
+    assert victim.node_id not in {a["node_id"] for a in after["actors"]}, (victim.node_id, after)
+    assert sorted(a["role"] for a in after["actors"]) == sorted(a["role"] for a in recorded["actors"])
 
 
 def test_losing_the_learners_node_stops_with_its_checkpoint_and_resumes(cluster, tmp_path):

@@ -252,7 +252,7 @@ def test_report_renders_in_chromium(built):
 
 
 def test_the_dimensions_section_says_what_each_dimension_measures(tmp_path):
-    """compare.json's one line per dimension (xrlhf.judge.likelihood.describe, written by xrlhf compare) is shown
+    """compare.json's one line per dimension (xrlhf.judge.describe, written by xrlhf compare) is shown
     as a table, escaped; a compare.json without it (an older run) shows none."""
     root = make_compare(tmp_path / "cmp")
     meta = json.loads((root / "compare.json").read_text())

@@ -50,7 +50,7 @@ def run_compare(cfg: Config, out: Path, command: str = "") -> Path:
     arm_cfgs = {(a, seed): arm_config(cfg, a, seed) for a in names for seed in cfg.compare.seeds}
     for run_cfg in arm_cfgs.values():  # an arm may change the model or the lengths: each fails before any trains
         check_context(run_cfg)
-    from xrlhf.judge.likelihood import describe
+    from xrlhf.judge import describe
 
     measures = describe(cfg.judge)
     meta = {"algorithms": list(names), "seeds": cfg.compare.seeds, "runs": names,

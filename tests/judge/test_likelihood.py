@@ -12,7 +12,7 @@ from xrlhf.config import ConfigError, JudgeConfig, load_config
 from xrlhf.judge import guards
 from xrlhf.judge.hf import HFJudge
 from xrlhf.judge import measures
-from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEIGHT, END, Signal, Tail, describe,
+from xrlhf.judge.likelihood import (CALIBRATION, DEFAULT_INSTRUCTION, ENDING_WEIGHT, END, Signal, Tail,
                                      read, signal_for, with_question)
 from xrlhf.judge.quality import HACKS, TARGETS, accuracy, corruptions, load_quality, pairs
 from xrlhf.judge.rubric import Dimension
@@ -319,6 +319,8 @@ def test_gemma_scores_a_good_answer_above_a_bad_one(packaged_on_the_quality_set,
 
 def test_each_default_dimension_is_described_by_its_own_signal():
     """describe(): five dimensions, five signals, five different lines; other modes show the definition."""
+    from xrlhf.judge import describe
+
     lines = describe(JudgeConfig())
     kinds = [line.split(":")[0] for line in lines.values()]
     assert list(lines) == ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]

@@ -78,7 +78,7 @@ class Controller:
             cfg.logging.library_logs = str((self.run.path / "logs").resolve())
         self.run.create(cfg)
         self.graph = build_graph(cfg)
-        self.run.write_json("placement.json", whereabouts(self.graph, cfg.resources.placement_strategy))
+        self._record_placement()
         self.roles = ActorRoles(self.graph)
         ckpt = self.run.latest_checkpoint() if self.resume else None
         if ckpt is not None:
@@ -100,6 +100,7 @@ class Controller:
                 self._checkpoint(step + 1)
             if self.wandb is not None:
                 self.wandb.log(row, step=step)
+        self._record_placement()  # where the actors ended: Ray may have restarted some elsewhere mid-run
         if self.wandb is not None:
             self.wandb.finish()
         return self.run.path
@@ -115,7 +116,16 @@ class Controller:
                             attempt + 1, self.cfg.resources.max_step_retries)
                 self._wait_for_actors()
                 self._sync_weights()
+                self._record_placement()  # a restarted actor may live on another node now
         raise AssertionError("unreachable")
+
+    def _record_placement(self) -> None:
+        """placement.json: where each actor runs now (written when the graph starts, after a retried step and at
+        the end). An actor lost meanwhile leaves the previous record, with a warning: it costs no step."""
+        try:
+            self.run.write_json("placement.json", whereabouts(self.graph, self.cfg.resources.placement_strategy))
+        except RETRYABLE as exc:
+            log.warning("placement.json not updated: an actor did not answer (%s)", type(exc).__name__)
 
     def _wait_for_actors(self, timeout_s: float = 120.0) -> None:
         """Until every actor answers again (Ray restarts the ones it may), at most timeout_s. A dead actor that Ray

@@ -13,7 +13,7 @@ from xrlhf.judge.base import Judge, Judgement
 from xrlhf.judge.rubric import Dimension, Rubric, expected_score, parse_score
 
 __all__ = ["BACKENDS", "Backend", "Dimension", "Judge", "Judgement", "Rubric", "backend", "build_judge",
-           "expected_score", "judge_label", "parse_score"]
+           "describe", "expected_score", "judge_label", "parse_score"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,16 @@ def backend(cfg: JudgeConfig) -> Backend:
 def judge_label(cfg: JudgeConfig, policy_model: str) -> str:
     """One line naming a judge: backend, model and mode (the rule judge: its target)."""
     return backend(cfg).label(cfg, policy_model)
+
+
+def describe(cfg: JudgeConfig) -> dict[str, str]:
+    """One line per dimension: what its score measures. A model in likelihood mode: its signal and measured
+    specificity (likelihood.describe); otherwise the definition the judge is shown."""
+    if cfg.mode == "likelihood" and backend(cfg).reads_model:
+        from xrlhf.judge.likelihood import describe as signals
+
+        return signals(cfg)
+    return {name: d.definition for name, d in cfg.dimensions.items()}
 
 
 def build_judge(cfg: JudgeConfig, policy_model: str = "packaged", cache_dir: str | None = None) -> Judge:

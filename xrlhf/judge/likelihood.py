@@ -258,12 +258,8 @@ def specificity(kind: str) -> str:
 
 
 def describe(cfg: Any) -> dict[str, str]:
-    """One line per dimension of a JudgeConfig: what its score measures (likelihood mode: its signal and measured
-    specificity; other modes: the definition the judge is shown)."""
-    from xrlhf.judge import backend
-
-    if cfg.mode != "likelihood" or not backend(cfg).reads_model:
-        return {name: d.definition for name, d in cfg.dimensions.items()}
+    """One line per dimension of a likelihood-mode JudgeConfig: its signal and measured specificity (xrlhf.judge.
+    describe picks this or the definitions)."""
     out = {}
     for name, d in cfg.dimensions.items():
         kind = signal_for(name, d.signal).kind
