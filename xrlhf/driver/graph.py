@@ -64,8 +64,14 @@ class Graph:
         return self.rollouts + extra + self.judges + [self.learner]
 
     def restartable(self, actor: Any) -> bool:
-        """Whether Ray restarts this actor when it dies (build_graph: never the learner)."""
-        return actor is not self.learner and self.max_restarts > 0
+        """Whether Ray restarts this actor when it dies."""
+        return restarts("learner" if actor is self.learner else "other", self.max_restarts) > 0
+
+
+def restarts(role: str, max_restarts: int) -> int:
+    """An actor's max_restarts: resources.max_restarts, but never for the learner (a restarted learner would lose
+    its weights)."""
+    return 0 if role == "learner" else max_restarts
 
 
 def build_graph(cfg: Config) -> Graph:
@@ -92,9 +98,8 @@ def build_graph(cfg: Config) -> Graph:
     handles: dict[str, list[Any]] = {}
     for i, (role, cls) in enumerate(roles):
         r = getattr(res, role)
-        restarts = 0 if role == "learner" else res.max_restarts  # a restarted learner would lose its weights
         extra = {"runtime_env": rollout_env} if role == "rollout" and rollout_env else {}
-        actor = cls.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_restarts=restarts,
+        actor = cls.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus, max_restarts=restarts(role, res.max_restarts),
                             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
                             **extra).remote(raw)
         handles.setdefault(role, []).append(actor)
